@@ -1,0 +1,157 @@
+"""The on-disk layout of a snapshotter root, and the crash-safe steps that change it.
+
+    <root>/metadata.db            SQLite metadata (the single source of truth)
+    <root>/snapshots/<id>/fs      a snapshot's files (or, when adopted, a symlink to its source)
+    <root>/snapshots/<id>/work    overlayfs workdir (active snapshots only)
+    <root>/snapshots/<id>/wh-upper, wh-lower
+                                  adopted with whiteout shadows: symlinks to `<shadows>/upper`
+                                  and `<shadows>/lower`, mounted around `fs`
+    <root>/snapshots/new-*        directories being built (never referenced by a row)
+    <root>/snapshots/rm-*         directories being deleted (never referenced by a row)
+
+Every directory is built aside and renamed into place, and every deletion
+renames the directory aside before deleting it, so at any instant each entry of
+`snapshots/` is either owned by a metadata row or reclaimable by Cleanup.
+Deletion never follows symlinks, so an adopted snapshot's source is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+
+from snapmux.adapters.durable import fsync_dir
+
+log = logging.getLogger(__name__)
+
+NEW_PREFIX = "new-"
+REMOVING_PREFIX = "rm-"
+
+
+class Layout:
+    """Paths and filesystem steps under one root; methods are blocking (run them off the loop)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.snapshots_dir = os.path.join(self.root, "snapshots")
+        self.metadata_path = os.path.join(self.root, "metadata.db")
+
+    def create_root(self) -> None:
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
+
+    def lock(self) -> int:
+        """One process per root: the in-memory metadata mirror assumes no other writer.
+
+        An flock dies with its process (kill -9 included), so a crash never leaves a stale lock.
+        """
+        fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(errno.EBUSY, "another snapshotter process uses this root", self.root) from None
+        return fd
+
+    def path(self, snapshot_id: int) -> str:
+        return os.path.join(self.snapshots_dir, str(snapshot_id))
+
+    def fs_path(self, snapshot_id: int) -> str:
+        return os.path.join(self.snapshots_dir, str(snapshot_id), "fs")
+
+    def work_path(self, snapshot_id: int) -> str:
+        return os.path.join(self.snapshots_dir, str(snapshot_id), "work")
+
+    def wh_upper_path(self, snapshot_id: int) -> str:
+        return os.path.join(self.snapshots_dir, str(snapshot_id), "wh-upper")
+
+    def wh_lower_path(self, snapshot_id: int) -> str:
+        return os.path.join(self.snapshots_dir, str(snapshot_id), "wh-lower")
+
+    def build(self, with_work: bool, owner_of: str | None = None) -> str:
+        """A fresh `new-*` directory with fs (0755, owned like the parent's fs) and maybe work."""
+        staged = tempfile.mkdtemp(prefix=NEW_PREFIX, dir=self.snapshots_dir)
+        try:
+            fs = os.path.join(staged, "fs")
+            os.mkdir(fs)
+            os.chmod(fs, 0o755)  # independent of the daemon's umask, as containerd's suite expects
+            if with_work:
+                os.mkdir(os.path.join(staged, "work"))
+                os.chmod(os.path.join(staged, "work"), 0o711)
+            if owner_of is not None:
+                st = os.stat(owner_of)
+                os.lchown(fs, st.st_uid, st.st_gid)
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    def build_link(self, source: str, shadows: str = "") -> str:
+        """A fresh `new-*` directory whose fs is a symlink to an adopted source (never walked),
+        plus `wh-upper`/`wh-lower` symlinks into `shadows` when it has whiteout shadows."""
+        staged = tempfile.mkdtemp(prefix=NEW_PREFIX, dir=self.snapshots_dir)
+        try:
+            os.symlink(source, os.path.join(staged, "fs"))
+            if shadows:
+                os.symlink(os.path.join(shadows, "upper"), os.path.join(staged, "wh-upper"))
+                os.symlink(os.path.join(shadows, "lower"), os.path.join(staged, "wh-lower"))
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    def install(self, staged: str, snapshot_id: int) -> None:
+        """Rename a staged directory to its id; a leftover at that id is an orphan and is replaced."""
+        target = self.path(snapshot_id)
+        if os.path.lexists(target):
+            log.warning("replacing orphaned snapshot directory %s", target)
+            self.discard(target)
+        os.rename(staged, target)  # made durable by sync_dir() before the metadata commits
+
+    def set_aside(self, path: str) -> str | None:
+        """Atomically disown a directory by renaming it to `rm-*`; None if it is already gone."""
+        name = os.path.basename(path)
+        if name.startswith(REMOVING_PREFIX):
+            return path if os.path.lexists(path) else None
+        aside = os.path.join(self.snapshots_dir, f"{REMOVING_PREFIX}{name}-{uuid.uuid4().hex[:12]}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def discard(self, path: str) -> None:
+        """Rename aside, then delete without following symlinks."""
+        aside = self.set_aside(path)
+        if aside is not None:
+            delete_tree(aside)
+
+    def discard_id(self, snapshot_id: int) -> None:
+        self.discard(self.path(snapshot_id))
+
+    def entries(self) -> list[str]:
+        return os.listdir(self.snapshots_dir)
+
+    def sync_dir(self) -> None:
+        """Make renames in `snapshots/` durable before the metadata that depends on them."""
+        fsync_dir(self.snapshots_dir)
+
+
+def delete_tree(path: str) -> None:
+    """rmtree that never follows symlinks (shutil's fd-based walk) and logs what it cannot delete."""
+
+    def report(function, failed, exc_info):  # type: ignore[no-untyped-def]
+        log.warning("failed to delete %s: %s", failed, exc_info[1])
+
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(path, onerror=report)

@@ -1,0 +1,295 @@
+"""OverlaySnapshotter: containerd's overlayfs snapshotter, over SQLite metadata, as a SnapshotService.
+
+Writes run on one dedicated thread with group commit (`writer.BatchingWriter`:
+SQLite has one writer anyway, and it makes Cleanup's scan race-free against
+directories being built). Reads are answered from `MetadataCache` on the event
+loop; filesystem work (usage walks, adopted-source checks, rmtree) goes to a
+small thread pool, so a hanging CVMFS mount never holds up the writer.
+Directories are deleted only after the metadata change is committed, so a crash
+at any point leaves either a consistent snapshot or an unowned directory that
+Cleanup reclaims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from snapmux.adapters.local.cache import MetadataCache
+from snapmux.adapters.local.layout import Layout, delete_tree
+from snapmux.adapters.local.mounts import MountOptions, mounts_for
+from snapmux.adapters.local.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
+from snapmux.adapters.local.usage import disk_usage
+from snapmux.adapters.local.writer import BatchingWriter, Written
+from snapmux.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from snapmux.domain.filters import parse_filters
+from snapmux.domain.model import Info, Kind, Mount, Usage, apply_update, validate_key, validate_labels
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+READ_THREADS = 4
+
+
+def _parents(chain: Sequence[Link]) -> tuple[list[int], set[int]]:
+    """Parent ids nearest first, and those adopted with whiteout shadows."""
+    return [link.id for link in chain], {link.id for link in chain if link.shadows}
+
+
+def check_sources(chain: Sequence[Link]) -> None:
+    """An adopted layer whose source vanished makes only the snapshots above it unavailable."""
+    for link in chain:
+        if link.source and not os.path.isdir(link.source):
+            raise UnavailableError(f'snapshot "{link.name}": adopted source {link.source} is not an available directory')
+        trees = (os.path.join(link.shadows, "upper"), os.path.join(link.shadows, "lower"))
+        if link.shadows and not all(os.path.isdir(tree) for tree in trees):
+            raise UnavailableError(f'snapshot "{link.name}": whiteout shadows {link.shadows} are incomplete')
+
+
+class OverlaySnapshotter:
+    """Implements SnapshotService; construct with `await OverlaySnapshotter.open(root)`."""
+
+    def __init__(self, layout: Layout, store: SqliteMetadataStore, options: MountOptions) -> None:
+        self.layout = layout
+        self._store = store
+        self._options = options
+        self._writer = BatchingWriter(store, layout.sync_dir)
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="snapshots-read")
+        self._deleting: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._cache = MetadataCache(store.query().rows())  # blocking: open() runs this in a thread
+        self._lock: int | None = None
+
+    @classmethod
+    async def open(cls, root: str, layout: Layout | None = None) -> OverlaySnapshotter:
+        """Creates the root if needed; never inspects adopted sources, so startup cannot fail on them."""
+        layout = layout or Layout(root)
+
+        def setup() -> OverlaySnapshotter:
+            layout.create_root()
+            lock = layout.lock()
+            try:
+                snapshotter = cls(layout, SqliteMetadataStore(layout.metadata_path), MountOptions.detect())
+            except BaseException:
+                os.close(lock)
+                raise
+            snapshotter._lock = lock
+            return snapshotter
+
+        return await asyncio.to_thread(setup)
+
+    async def close(self) -> None:
+        """Waits for queued work (in-flight calls finish), then closes every connection."""
+        await self._settle()
+        await asyncio.to_thread(self._writer.close)
+        await asyncio.to_thread(self._readers.shutdown, True)
+        self._store.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    async def _write(self, function: Callable[..., Written[T]], *args: object) -> T:
+        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction."""
+        return await self._writer.submit(lambda tx: function(tx, *args))
+
+    async def _read(self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(function, *args))
+
+    def _cached(self, tx: Transaction, snapshot_id: int) -> Callable[[], None]:
+        """What the loop applies to the cache once the batch holding this change commits."""
+        row = tx.get_by_id(snapshot_id)
+        return lambda: self._cache.put(row)
+
+    # -- create ---------------------------------------------------------------------------------
+
+    def _create(
+        self, tx: Transaction, kind: Kind, key: str, parent: str, labels: Mapping[str, str] | None
+    ) -> Written[list[Mount]]:
+        base = tx.parent_for_child(parent)
+        tx.get_absent(key)
+        chain = tx.chain(base.id) if base else []
+        staged = self.layout.build(kind == Kind.ACTIVE, self.layout.fs_path(base.id) if base else None)
+        snapshot_id = self._install(staged, lambda: tx.insert(kind, key, base, labels))
+        mounts = mounts_for(self.layout, self._options, kind, snapshot_id, *_parents(chain))
+        return Written(mounts, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id))
+
+    def _install(self, staged: str, insert: Callable[[], int]) -> int:
+        """Row and directory under one id; if either fails the staged directory goes away."""
+        try:
+            snapshot_id = insert()
+            self.layout.install(staged, snapshot_id)
+        except BaseException:
+            self.layout.discard(staged)
+            raise
+        return snapshot_id
+
+    async def _check_parent_sources(self, parent: str) -> None:
+        """Before queueing the write: stats of adopted sources never run on the writer thread."""
+        if not parent:
+            return
+        try:
+            chain = self._cache.chain(self._cache.get(parent))
+        except NotFoundError:
+            return  # the write reports it, in containerd's words
+        if any(link.source for link in chain):
+            await self._read(check_sources, chain)
+
+    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        validate_key(key)
+        validate_labels(labels)
+        await self._check_parent_sources(parent)
+        return await self._write(self._create, Kind.ACTIVE, key, parent, labels)
+
+    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        validate_key(key)
+        validate_labels(labels)
+        await self._check_parent_sources(parent)
+        return await self._write(self._create, Kind.VIEW, key, parent, labels)
+
+    def _adopt(
+        self, tx: Transaction, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str
+    ) -> Written[Info]:
+        base = tx.parent_for_child(parent)
+        tx.get_absent(name)
+        staged = self.layout.build_link(source, shadows)
+        snapshot_id = self._install(
+            staged, lambda: tx.insert(Kind.COMMITTED, name, base, labels, source=source, shadows=shadows)
+        )
+        return Written(tx.get(name).info, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id))
+
+    async def adopt(
+        self, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str = ""
+    ) -> Info:
+        """A committed snapshot whose files are the read-only directory `source`, in O(1).
+
+        `fs` becomes a symlink to `source`, so lowerdir paths stay under `<root>/snapshots/`
+        (containerd compacts long lists relative to it); `source` is never walked or deleted.
+        `shadows`, when given, holds `upper/` and `lower/` whiteout trees mounted around it.
+        """
+        validate_key(name, "name")
+        validate_labels(labels)
+        if not os.path.isabs(source) or "\x00" in source:  # ':' and ',' are fine: mounts name the symlink
+            raise InvalidArgumentError(f"adopted source {source!r} must be an absolute path")
+        if os.path.commonpath([self.layout.root, os.path.abspath(source)]) == self.layout.root:
+            raise InvalidArgumentError(f"adopted source {source} must be outside the snapshotter root")
+        if shadows and not os.path.isabs(shadows):
+            raise InvalidArgumentError(f"whiteout shadows {shadows!r} must be an absolute path")
+        await self._check_parent_sources(parent)
+        await self._read(check_sources, [Link(0, name, source, shadows)])
+        return await self._write(self._adopt, name, parent, labels, source, shadows)
+
+    # -- commit, remove, update -----------------------------------------------------------------
+
+    def _commit(
+        self, tx: Transaction, name: str, key: str, labels: Mapping[str, str] | None, measured: Row, usage: Usage
+    ) -> Written[None]:
+        row = tx.get(key)
+        if row.id != measured.id:  # replaced while we measured: measure again
+            usage = disk_usage(self.layout.fs_path(row.id)) if row.info.kind == Kind.ACTIVE else Usage()
+        tx.commit_active(row, name, labels, usage)
+        return Written(None, committed=self._cached(tx, row.id))
+
+    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """Usage is measured outside the write lock (it walks the upper dir), then stored with the commit."""
+        validate_key(name, "name")
+        validate_labels(labels)
+        row = self._cache.get(key)
+        usage = Usage()
+        if row.info.kind == Kind.ACTIVE:
+            usage = await self._read(disk_usage, self.layout.fs_path(row.id))
+        await self._write(self._commit, name, key, labels, row, usage)
+
+    def _remove(self, tx: Transaction, key: str) -> Written[int]:
+        row = tx.get(key)
+        tx.delete(row)
+        return Written(row.id, committed=lambda: self._cache.drop(row.id))
+
+    async def remove(self, key: str) -> None:
+        """The row goes first (committed); the directory is deleted in the background, as containerd's
+        metadata layer leaves it to GC. A crash before it is gone leaves an orphan Cleanup reclaims."""
+        snapshot_id = await self._write(self._remove, key)
+        task = asyncio.create_task(self._discard_later(self.layout.path(snapshot_id)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _discard_later(self, path: str) -> None:
+        await self._delete([await self._read(self._set_aside, path)])
+
+    async def _settle(self) -> None:
+        """Waits for background deletions (Cleanup and close promise they are done)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _set_aside(self, path: str) -> str | None:
+        """After the metadata is committed a failure here is not the caller's: Cleanup reclaims it later."""
+        try:
+            aside = self.layout.set_aside(path)
+        except OSError as error:
+            log.warning("cannot set %s aside for deletion (Cleanup will retry): %s", path, error)
+            return None
+        if aside is not None:
+            self._deleting.add(aside)
+        return aside
+
+    async def _delete(self, asides: Sequence[str | None]) -> None:
+        """rmtree on the read pool, so a big directory never holds up writes."""
+        for aside in asides:
+            if aside is not None:
+                try:
+                    await self._read(delete_tree, aside)
+                finally:
+                    self._deleting.discard(aside)
+
+    def _update(self, tx: Transaction, info: Info, fieldpaths: Sequence[str]) -> Written[Info]:
+        row = tx.get(info.name)
+        updated = apply_update(row.info, info, list(fieldpaths))
+        tx.replace_info(row, updated)
+        return Written(updated, committed=self._cached(tx, row.id))
+
+    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        return await self._write(self._update, info, tuple(fieldpaths))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def stat(self, key: str) -> Info:
+        return self._cache.get(key).info
+
+    async def usage(self, key: str) -> Usage:
+        """Committed: stored at commit. Active: a walk of the upper dir, off the loop."""
+        row = self._cache.get(key)
+        if row.info.kind == Kind.ACTIVE:
+            return await self._read(disk_usage, self.layout.fs_path(row.id))
+        return row.usage
+
+    async def mounts(self, key: str) -> list[Mount]:
+        row = self._cache.get(key)
+        if row.info.kind == Kind.COMMITTED:
+            raise FailedPreconditionError(f"requested snapshot {key} not active or view: failed precondition")
+        parents = self._cache.chain(row)[1:]
+        if any(link.source for link in parents):
+            await self._read(check_sources, parents)  # stats adopted sources (CVMFS may block)
+        return mounts_for(self.layout, self._options, row.info.kind, row.id, *_parents(parents))
+
+    async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
+        match = parse_filters(list(filters))
+        for row in self._cache.rows():
+            if match(row.info):
+                yield row.info
+
+    # -- cleanup --------------------------------------------------------------------------------
+
+    def _set_aside_unowned(self, tx: Transaction) -> Written[list[str | None]]:
+        """Runs on the writer thread, so no directory is half-built while we look."""
+        owned = {str(sid) for sid in tx.ids()}
+        paths = [os.path.join(self.layout.snapshots_dir, name) for name in self.layout.entries() if name not in owned]
+        return Written([self._set_aside(path) for path in paths if path not in self._deleting])
+
+    async def cleanup(self) -> None:
+        """Deletes every directory under `snapshots/` that no snapshot owns (never following symlinks)."""
+        await self._settle()
+        await self._delete(await self._write(self._set_aside_unowned))
