@@ -1,0 +1,61 @@
+"""Protobuf <-> domain conversion for containerd's snapshots API: the only place both meet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
+from snapmux.adapters.pb.containerd.api.types import mount_pb2
+from snapmux.domain.model import Info, Kind, Mount, Usage
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _datetime(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=timezone.utc)
+
+
+def info_to_pb(info: Info) -> pb.Info:
+    return pb.Info(
+        name=info.name,
+        parent=info.parent,
+        kind=int(info.kind),
+        created_at=_timestamp(info.created),
+        updated_at=_timestamp(info.updated),
+        labels=dict(info.labels),
+    )
+
+
+def info_from_pb(message: pb.Info) -> Info:
+    kind = Kind(message.kind) if message.kind in Kind._value2member_map_ else Kind.UNKNOWN
+    return Info(
+        name=message.name,
+        kind=kind,
+        parent=message.parent,
+        labels=dict(message.labels),
+        created=_datetime(message.created_at),
+        updated=_datetime(message.updated_at),
+    )
+
+
+def mounts_to_pb(mounts: Iterable[Mount]) -> list[mount_pb2.Mount]:
+    return [mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options)) for m in mounts]
+
+
+def mounts_from_pb(mounts: Iterable[mount_pb2.Mount]) -> list[Mount]:
+    return [Mount(m.type, m.source, m.target, tuple(m.options)) for m in mounts]
+
+
+def usage_to_pb(usage: Usage) -> pb.UsageResponse:
+    return pb.UsageResponse(size=usage.size, inodes=usage.inodes)
+
+
+def usage_from_pb(message: pb.UsageResponse) -> Usage:
+    return Usage(size=message.size, inodes=message.inodes)

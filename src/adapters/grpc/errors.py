@@ -1,0 +1,112 @@
+"""The one error table, used both ways: domain error <-> gRPC status code.
+
+The server side applies it once, in `DomainErrorInterceptor`, to unary and
+streaming handlers alike; the client side applies it in `domain_error_from`.
+Codes and messages cross unchanged, so a proxy in the middle is transparent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from snapmux.domain import errors as e
+from snapmux.domain.namespaces import current_namespace
+
+log = logging.getLogger(__name__)
+
+ERROR_TABLE: dict[type[e.DomainError], grpc.StatusCode] = {
+    e.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    e.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    e.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    e.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    e.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    e.UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
+    e.DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    e.CancelledError: grpc.StatusCode.CANCELLED,
+    e.InternalError: grpc.StatusCode.INTERNAL,
+    e.UnknownError: grpc.StatusCode.UNKNOWN,
+}
+_BY_CODE = {code: error for error, code in ERROR_TABLE.items()}
+
+NAMESPACE_METADATA_KEY = "containerd-namespace"
+
+
+def status_code_of(error: e.DomainError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def domain_error_from(error: grpc.RpcError) -> e.DomainError:
+    """Client side: the far side's status as a domain error, message untouched."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or ""
+    return _BY_CODE.get(code, e.UnknownError)(details)
+
+
+def _namespace_from(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == NAMESPACE_METADATA_KEY and value:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    if isinstance(error, e.DomainError):
+        await context.abort(status_code_of(error), str(error))
+    log.exception("unexpected error in %s", type(error).__name__, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = current_namespace.set(_namespace_from(context))
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - mapped, not swallowed
+            await _abort(context, error)
+        finally:
+            current_namespace.reset(token)
+
+    return handler
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        token = current_namespace.set(_namespace_from(context))
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            await _abort(context, error)
+        finally:
+            current_namespace.reset(token)
+
+    return handler
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps domain errors to status codes and exposes the caller's namespace to the port."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            )
+        return handler

@@ -1,0 +1,76 @@
+"""containerd's snapshots gRPC service over any SnapshotService: request -> port -> convert.
+
+Errors are not handled here; `DomainErrorInterceptor` maps them once for all methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.empty_pb2 import Empty
+
+from snapmux.adapters.grpc import convert
+from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
+from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
+from snapmux.domain.ports import SnapshotService
+
+LIST_BATCH_SIZE = 100
+"""Infos per List message, as containerd's own snapshots service streams them."""
+
+
+class SnapshotsServicer(pb_grpc.SnapshotsServicer):
+    def __init__(self, snapshots: SnapshotService) -> None:
+        self._snapshots = snapshots
+
+    async def Prepare(self, request: pb.PrepareSnapshotRequest, context: grpc.aio.ServicerContext):
+        mounts = await self._snapshots.prepare(request.key, request.parent, dict(request.labels))
+        return pb.PrepareSnapshotResponse(mounts=convert.mounts_to_pb(mounts))
+
+    async def View(self, request: pb.ViewSnapshotRequest, context: grpc.aio.ServicerContext):
+        mounts = await self._snapshots.view(request.key, request.parent, dict(request.labels))
+        return pb.ViewSnapshotResponse(mounts=convert.mounts_to_pb(mounts))
+
+    async def Mounts(self, request: pb.MountsRequest, context: grpc.aio.ServicerContext):
+        mounts = await self._snapshots.mounts(request.key)
+        return pb.MountsResponse(mounts=convert.mounts_to_pb(mounts))
+
+    async def Commit(self, request: pb.CommitSnapshotRequest, context: grpc.aio.ServicerContext):
+        await self._snapshots.commit(request.name, request.key, dict(request.labels))
+        return Empty()
+
+    async def Remove(self, request: pb.RemoveSnapshotRequest, context: grpc.aio.ServicerContext):
+        await self._snapshots.remove(request.key)
+        return Empty()
+
+    async def Stat(self, request: pb.StatSnapshotRequest, context: grpc.aio.ServicerContext):
+        info = await self._snapshots.stat(request.key)
+        return pb.StatSnapshotResponse(info=convert.info_to_pb(info))
+
+    async def Update(self, request: pb.UpdateSnapshotRequest, context: grpc.aio.ServicerContext):
+        paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
+        info = await self._snapshots.update(convert.info_from_pb(request.info), paths)
+        return pb.UpdateSnapshotResponse(info=convert.info_to_pb(info))
+
+    async def List(
+        self, request: pb.ListSnapshotsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ListSnapshotsResponse]:
+        batch: list[pb.Info] = []
+        async for info in self._snapshots.walk(list(request.filters)):
+            batch.append(convert.info_to_pb(info))
+            if len(batch) >= LIST_BATCH_SIZE:
+                yield pb.ListSnapshotsResponse(info=batch)
+                batch = []
+        if batch:
+            yield pb.ListSnapshotsResponse(info=batch)
+
+    async def Usage(self, request: pb.UsageRequest, context: grpc.aio.ServicerContext):
+        return convert.usage_to_pb(await self._snapshots.usage(request.key))
+
+    async def Cleanup(self, request: pb.CleanupRequest, context: grpc.aio.ServicerContext):
+        await self._snapshots.cleanup()
+        return Empty()
+
+
+def add_snapshots_servicer(server: grpc.aio.Server, snapshots: SnapshotService) -> None:
+    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(snapshots), server)
