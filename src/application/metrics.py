@@ -1,0 +1,150 @@
+"""Measuring decorators over the ports, and samplers computed on scrape.
+
+Decorators rather than a gRPC interceptor: they see domain errors before the
+wire maps them, work the same under the demux (over the routing service) and
+the in-VM snapshotter, and are testable with fakes. Codes are gRPC status names
+because that is what operators see in containerd's logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from snapmux.domain import errors as e
+from snapmux.domain import metrics as m
+from snapmux.domain.model import Info, Kind, Mount, SnapshotterAddress, Usage
+from snapmux.domain.ports import AddressResolver, RemoteSnapshotter, SnapshotService, SnapshotterConnector
+
+REMOTE_SNAPSHOT_REF_LABEL = "containerd.io/snapshot.ref"
+"""containerd sets it on Prepare of a layer to ask the snapshotter for a remote snapshot."""
+
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (e.NotFoundError, "NOT_FOUND"),
+    (e.AlreadyExistsError, "ALREADY_EXISTS"),
+    (e.FailedPreconditionError, "FAILED_PRECONDITION"),
+    (e.InvalidArgumentError, "INVALID_ARGUMENT"),
+    (e.UnavailableError, "UNAVAILABLE"),
+    (e.UnimplementedError, "UNIMPLEMENTED"),
+    (e.DeadlineExceededError, "DEADLINE_EXCEEDED"),
+    (e.CancelledError, "CANCELLED"),
+    (asyncio.CancelledError, "CANCELLED"),
+    (e.InternalError, "INTERNAL"),
+    (e.UnknownError, "UNKNOWN"),
+)
+
+
+def code_of(error: BaseException) -> str:
+    """The status name the wire will answer for `error` (unclassified failures are INTERNAL)."""
+    for cls, code in _CODES:
+        if isinstance(error, cls):
+            return code
+    return "INTERNAL"
+
+
+class CallTimer:
+    """Times one call and reports it, with the code of whatever ended it."""
+
+    def __init__(self, metrics: m.MetricsRegistry, service: str, method: str) -> None:
+        self._metrics, self._service, self._method = metrics, service, method
+        self.code = m.OK
+
+    def __enter__(self) -> CallTimer:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        if error is not None and not isinstance(error, GeneratorExit):  # a List the caller stopped reading
+            self.code = code_of(error)
+        self._metrics.observe_call(self._service, self._method, self.code, time.perf_counter() - self._started)
+
+
+class MeasuredSnapshotService:
+    """SnapshotService decorator: every call counted by code and timed; remote hits and fallbacks."""
+
+    def __init__(self, inner: SnapshotService, metrics: m.MetricsRegistry, service: str = "snapshots") -> None:
+        self._inner, self._metrics, self._service = inner, metrics, service
+
+    def _timer(self, method: str) -> CallTimer:
+        return CallTimer(self._metrics, self._service, method)
+
+    async def stat(self, key: str) -> Info:
+        with self._timer("Stat"):
+            return await self._inner.stat(key)
+
+    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        with self._timer("Update"):
+            return await self._inner.update(info, fieldpaths)
+
+    async def usage(self, key: str) -> Usage:
+        with self._timer("Usage"):
+            return await self._inner.usage(key)
+
+    async def mounts(self, key: str) -> list[Mount]:
+        with self._timer("Mounts"):
+            return await self._inner.mounts(key)
+
+    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        remote = bool(labels) and REMOTE_SNAPSHOT_REF_LABEL in labels  # type: ignore[operator]
+        with self._timer("Prepare"):
+            try:
+                mounts = await self._inner.prepare(key, parent, labels)
+            except e.AlreadyExistsError:
+                if remote:  # containerd's remote-snapshot signal: the layer is already there (CVMFS)
+                    self._metrics.count(m.REMOTE_SNAPSHOT_HITS)
+                raise
+            if remote:  # a plain active snapshot: containerd downloads and unpacks the layer
+                self._metrics.count(m.REMOTE_SNAPSHOT_FALLBACKS)
+            return mounts
+
+    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        with self._timer("View"):
+            return await self._inner.view(key, parent, labels)
+
+    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        with self._timer("Commit"):
+            await self._inner.commit(name, key, labels)
+
+    async def remove(self, key: str) -> None:
+        with self._timer("Remove"):
+            await self._inner.remove(key)
+
+    async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
+        with self._timer("List"):
+            async for info in self._inner.walk(filters):
+                yield info
+
+    async def cleanup(self) -> None:
+        with self._timer("Cleanup"):
+            await self._inner.cleanup()
+
+
+class SnapshotInventory:
+    """Sampled on scrape: snapshots by kind and the disk usage of committed ones.
+
+    Computed rather than maintained so it is right after a restart and whatever
+    path (GC, adopt, crash recovery) changed the store. Usage sums committed
+    snapshots only: theirs is recorded at commit (cheap to read), while an active
+    snapshot's Usage walks the container's writable layer, which no scrape should
+    do for every container. A snapshot removed mid-walk is skipped.
+    """
+
+    def __init__(self, snapshots: SnapshotService, metrics: m.MetricsRegistry) -> None:
+        self._snapshots, self._metrics = snapshots, metrics
+
+    async def sample(self) -> None:
+        kinds = {kind: 0 for kind in Kind if kind != Kind.UNKNOWN}
+        size = 0
+        async for info in self._snapshots.walk(()):
+            kinds[info.kind] = kinds.get(info.kind, 0) + 1
+            if info.kind != Kind.COMMITTED:
+                continue
+            try:
+                size += (await self._snapshots.usage(info.name)).size
+            except e.NotFoundError:
+                continue
+        for kind, number in kinds.items():
+            self._metrics.set_gauge(m.SNAPSHOTS, number, {"kind": kind.filter_value})
+        self._metrics.set_gauge(m.SNAPSHOTS_USAGE_BYTES, size)
