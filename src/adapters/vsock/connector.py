@@ -1,0 +1,191 @@
+"""Opens a gRPC client to a VM's snapshotter: Firecracker hybrid vsock or a plain unix socket.
+
+`network = "unix"` with a snapshotter port is Firecracker's hybrid vsock: a private
+VsockForwarder socket fronts the VM and gRPC dials that (always a `unix:` target,
+so a socket path is never resolved as a host name, the bug grpc.NewClient brought
+to the Go original). Without a port the unix socket is the snapshotter itself.
+The first dial happens here, bounded by the dial timeout, so a missing or
+refusing VM is reported at once by name instead of on some later call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+
+from snapmux.adapters.grpc.client import GrpcSnapshotService
+from snapmux.adapters.grpc.server import MAX_MESSAGE_BYTES
+from snapmux.adapters.vsock.dialer import VsockDialer
+from snapmux.adapters.vsock.forwarder import VsockForwarder
+from snapmux.domain.errors import CancelledError, DeadlineExceededError, DomainError, UnavailableError
+from snapmux.domain.model import Info, SnapshotterAddress
+
+
+HEALTH_PROBE_KEY = "snapmux.io/health-probe"
+"""Stat of a key no snapshotter has: NotFound is a healthy answer."""
+
+
+class GrpcRemoteSnapshotter(GrpcSnapshotService):
+    """GrpcSnapshotService that owns its channel (and forwarder) and names transport failures."""
+
+    def __init__(self, channel: grpc.aio.Channel, where: str, forwarder: VsockForwarder | None, probe_timeout: float):
+        super().__init__(channel)
+        self._channel = channel
+        self._where = where
+        self._forwarder = forwarder
+        self._probe_timeout = probe_timeout
+        self._closing = False
+
+    def named(self, error: BaseException) -> BaseException:
+        """A transport failure says which VM socket and port; a remote's own status passes unchanged."""
+        if isinstance(error, (CancelledError, asyncio.CancelledError)) and self._cut_by_close():
+            return UnavailableError(f"{self._where}: connection closed (VM unhealthy, replaced or shutting down)")
+        if not isinstance(error, UnavailableError):
+            return error
+        failure = self._forwarder.last_failure if self._forwarder is not None else None
+        return UnavailableError(f"{failure} ({error})") if failure else error
+
+    def _cut_by_close(self) -> bool:
+        """grpc.aio cancels calls when we close the channel; the caller itself was not cancelled."""
+        task = asyncio.current_task()
+        return self._closing and (task is None or not task.cancelling())
+
+    async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
+        try:
+            async for info in super().walk(filters):
+                yield info
+        except (UnavailableError, CancelledError, asyncio.CancelledError) as error:
+            raise self.named(error) from None
+
+    async def healthy(self) -> bool:
+        """Connected (re-dialling if needed) and answering a cheap call, both within the dial timeout.
+
+        The call matters: a paused VM keeps its connection READY but never answers.
+        """
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), self._probe_timeout)
+            await asyncio.wait_for(GrpcSnapshotService.stat(self, HEALTH_PROBE_KEY), self._probe_timeout)
+        except (asyncio.TimeoutError, grpc.RpcError, UnavailableError, DeadlineExceededError, CancelledError):
+            return False
+        except DomainError:  # NotFound (or any answer at all): the snapshotter is there
+            return True
+        return True
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._channel.close(grace=self._probe_timeout)
+        if self._forwarder is not None:
+            await self._forwarder.close()
+
+
+def _transport_named(method: Any) -> Any:
+    @functools.wraps(method)
+    async def call(self: GrpcRemoteSnapshotter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except (UnavailableError, CancelledError, asyncio.CancelledError) as error:
+            raise self.named(error) from None
+
+    return call
+
+
+for _name in ("stat", "update", "usage", "mounts", "prepare", "view", "commit", "remove", "cleanup"):
+    setattr(GrpcRemoteSnapshotter, _name, _transport_named(getattr(GrpcSnapshotService, _name)))
+
+
+class VsockSnapshotterConnector:
+    """The SnapshotterConnector of the demux; owns the private folder of forwarding sockets."""
+
+    def __init__(self, timeout: float = 5.0, retry_interval: float = 0.1, ack_timeout: float = 1.0) -> None:
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.ack_timeout = ack_timeout
+        self._folder: str | None = None
+        self._ids = itertools.count()
+
+    def _channel_options(self) -> list[tuple[str, Any]]:
+        backoff_ms = max(1, int(self.retry_interval * 1000))
+        return [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # recover within ~1s once the VM is back, instead of grpc's default 1s..120s backoff
+            ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+            ("grpc.min_reconnect_backoff_ms", backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", max(backoff_ms, 1000)),
+            ("grpc.enable_retries", 0),
+        ]
+
+    async def connect(self, namespace: str, address: SnapshotterAddress) -> GrpcRemoteSnapshotter:
+        if address.network != "unix":
+            raise UnavailableError(
+                f"namespace {namespace}: unsupported network {address.network!r} (want unix, with a port for vsock)"
+            )
+        forwarder = await self._forwarder(address) if address.snapshotter_port else None
+        if forwarder is not None:
+            target, where = forwarder.target, str(forwarder.dialer)
+        else:
+            await _probe_unix(address.address)
+            target, where = f"unix://{os.path.abspath(address.address)}", f"unix socket {address.address}"
+        channel = grpc.aio.insecure_channel(target, options=self._channel_options())
+        try:
+            await asyncio.wait_for(channel.channel_ready(), self.timeout)
+        except BaseException as error:
+            await channel.close(None)
+            failure = forwarder.last_failure if forwarder is not None else None
+            if forwarder is not None:
+                await forwarder.close()
+            if isinstance(error, asyncio.TimeoutError):
+                raise UnavailableError(
+                    f"namespace {namespace}: no gRPC snapshotter at {where} within {self.timeout:g}s"
+                    + (f": {failure}" if failure else "")
+                ) from None
+            raise
+        return GrpcRemoteSnapshotter(channel, where, forwarder, self.timeout)
+
+    async def _forwarder(self, address: SnapshotterAddress) -> VsockForwarder:
+        """Dial once here (a missing or refusing VM fails now, by name), then hand that socket to gRPC."""
+        assert address.snapshotter_port is not None
+        ack_timeout = min(self.ack_timeout, self.timeout)
+        dialer = VsockDialer(address.address, address.snapshotter_port, self.timeout, self.retry_interval, ack_timeout)
+        first = await dialer.dial()
+        try:
+            forwarder = await VsockForwarder(dialer, self._socket_path()).start()
+        except BaseException:
+            first.close()
+            raise
+        forwarder.adopt(first)
+        return forwarder
+
+    def _socket_path(self) -> str:
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="demux-snapshotter-")  # 0700, private to us
+        return os.path.join(self._folder, f"vm-{next(self._ids)}.sock")
+
+    async def close(self) -> None:
+        """Remove the forwarding sockets' folder (clients are closed by their owner first)."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+async def _probe_unix(path: str) -> None:
+    """Fail at once, by name, when nothing listens on a plain unix snapshotter socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, path)
+    except OSError as error:
+        raise UnavailableError(f"cannot connect to unix socket {path}: {error.strerror or error}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
