@@ -1,0 +1,123 @@
+"""cvmfs-snapshotter settings: one model, from flags > environment > TOML file > defaults.
+
+TOML (`--config FILE`; keys may be spelled with dashes, as containerd's own
+snapshotters spell them, or underscores):
+
+    root = "/var/lib/containerd-cvmfs-grpc"
+    address = "/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock"   # or "vsock://10000"
+    log-level = "info"
+    repository = "unpacked.cern.ch"
+    absolute-mountpoint = "/cvmfs/unpacked.cern.ch"   # default: /cvmfs/<repository>
+    foreign-layers = "scan"   # layers not written by `cvmfs-snapshotter publish` (unpacked.cern.ch):
+                              # "scan": the first Prepare downloads and queues a background scan of
+                              #   the layer's `.wh.` files; once scanned it is served, deletions applied
+                              # "serve": served at once, `.wh.` whiteouts NOT applied (deleted files reappear)
+                              # "download": never served remotely
+    serve-foreign-layers = false   # older spelling: true means foreign-layers = "serve"
+
+    metrics-address = "127.0.0.1:9101"   # Prometheus /metrics: host:port, vsock://PORT or "" (off);
+                                         # default off, or vsock://10001 when listening on vsock (in a VM)
+
+    [listener]              # alternative to `address`, used only when `address` is not set
+    network = "vsock"       # "unix" (listen on `address`) or "vsock"
+    port = 10000            # the in-VM AF_VSOCK port
+
+Environment: `SNAPMUX_CVMFS_<FIELD>` (e.g. `SNAPMUX_CVMFS_ROOT`, `SNAPMUX_CVMFS_ABSOLUTE_MOUNTPOINT`,
+`SNAPMUX_CVMFS_LISTENER__NETWORK`); they override the file, as for every snapmux daemon
+(`snapmux.entrypoints.settings_sources`). Unknown keys and wrong types are errors naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from snapmux.adapters.prometheus.http import parse_listen_address
+from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, load_layered
+
+DEFAULT_ADDRESS = "/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock"
+DEFAULT_ROOT = "/var/lib/containerd-cvmfs-grpc"
+DEFAULT_VSOCK_PORT = 10000
+DEFAULT_METRICS_VSOCK_PORT = 10001
+"""The `metrics_port` the address resolver reports by default: the demux proxies scrapes to it."""
+VSOCK_SCHEME = "vsock://"
+
+__all__ = ["ConfigError", "CvmfsSnapshotterSettings", "load_settings", "vsock_port"]
+
+
+class ListenerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    network: Literal["unix", "vsock"] = "unix"
+    port: int = Field(DEFAULT_VSOCK_PORT, ge=1, le=0xFFFFFFFE)
+
+
+class CvmfsSnapshotterSettings(LayeredSettings):
+    model_config = SettingsConfigDict(env_prefix="SNAPMUX_CVMFS_", env_nested_delimiter="__", extra="forbid")
+    dashed_toml_keys = True
+
+    root: str = DEFAULT_ROOT
+    address: str = DEFAULT_ADDRESS
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    repository: str = "unpacked.cern.ch"
+    absolute_mountpoint: str = ""
+    foreign_layers: Literal["scan", "serve", "download"] = "scan"
+    serve_foreign_layers: bool = False
+    listener: ListenerSettings = Field(default_factory=ListenerSettings)
+    metrics_address: str | None = None
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value:
+            parse_listen_address(value)  # ValueError says what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _foreign_layers(self) -> CvmfsSnapshotterSettings:
+        """`serve-foreign-layers = true` keeps meaning "serve them now"; both keys must agree."""
+        if self.serve_foreign_layers:
+            if "foreign_layers" in self.model_fields_set and self.foreign_layers != "serve":
+                raise ValueError(f'serve-foreign-layers = true contradicts foreign-layers = "{self.foreign_layers}"')
+            self.foreign_layers = "serve"
+        return self
+
+    @model_validator(mode="after")
+    def _derive_mountpoint(self) -> CvmfsSnapshotterSettings:
+        if not self.absolute_mountpoint:
+            self.absolute_mountpoint = f"/cvmfs/{self.repository}"
+        return self
+
+    def listen_address(self) -> str:
+        """`address` when set anywhere, else the `[listener]` table; `vsock://PORT` means AF_VSOCK."""
+        if "address" not in self.model_fields_set and self.listener.network == "vsock":
+            return f"{VSOCK_SCHEME}{self.listener.port}"
+        if self.address == VSOCK_SCHEME.rstrip("/") or self.address == VSOCK_SCHEME:
+            return f"{VSOCK_SCHEME}{self.listener.port}"
+        return self.address
+
+
+    def metrics_listen_address(self) -> str | None:
+        """Where /metrics is served: as configured ("" is off), else vsock://10001 inside a VM, else off."""
+        if self.metrics_address is not None:
+            return self.metrics_address or None
+        if self.listen_address().startswith(VSOCK_SCHEME):
+            return f"{VSOCK_SCHEME}{DEFAULT_METRICS_VSOCK_PORT}"
+        return None
+
+
+def vsock_port(address: str) -> int | None:
+    """The port of a `vsock://PORT` address, None for a unix socket path."""
+    if not address.startswith(VSOCK_SCHEME):
+        return None
+    text = address[len(VSOCK_SCHEME) :] or str(DEFAULT_VSOCK_PORT)
+    if not text.isdigit():
+        raise ConfigError(f"address: {address!r} is not vsock://<port>")
+    return int(text)
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> CvmfsSnapshotterSettings:
+    """Flags (`overrides`, None meaning unset) > env > TOML file > defaults; errors name the key."""
+    return load_layered(CvmfsSnapshotterSettings, config_file, overrides)

@@ -1,0 +1,99 @@
+"""How every daemon reads its settings: flags > environment > TOML file > defaults.
+
+One order for all three daemons, so an operator who learns it once (and a container image that
+sets env over a baked-in file) gets the same answer everywhere; and one way to turn a bad file
+or value into a single line naming the key, so a misconfigured daemon never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import TomlConfigSettingsSource
+
+S = TypeVar("S", bound="LayeredSettings")
+
+_SHOW_INPUT = ("literal_error", "bool_parsing", "int_parsing", "string_type")
+"""Errors whose pydantic message does not repeat the offending value, so we append it."""
+
+
+class ConfigError(Exception):
+    """A bad config file or value; main prints it on one line and exits 2."""
+
+
+def _underscored(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {str(key).replace("-", "_"): _underscored(value) for key, value in data.items()}
+    return data
+
+
+class DashedTomlSource(TomlConfigSettingsSource):
+    """TOML keys as containerd configs spell them (`absolute-mountpoint`) map to fields."""
+
+    def __call__(self) -> dict[str, Any]:
+        return _underscored(super().__call__())
+
+
+class LayeredSettings(BaseSettings):
+    """Base of each daemon's model: pydantic-settings ignores `toml_file` unless a TOML source is
+    listed, so the order is spelled out here once instead of once per daemon."""
+
+    dashed_toml_keys: ClassVar[bool] = False
+    """True: the file may spell keys with dashes, as containerd's own snapshotters do."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        if not toml_file:
+            return (init_settings, env_settings)
+        toml_source = DashedTomlSource if cls.dashed_toml_keys else TomlConfigSettingsSource
+        return (init_settings, env_settings, toml_source(settings_cls, toml_file))
+
+
+def load_layered(
+    settings_cls: type[S], config_file: str | Path | None, overrides: dict[str, Any], default_file: str | None = None
+) -> S:
+    """`overrides` are the flags (None: not given). An explicit `config_file` must exist; the
+    `default_file` is used only when present, so a daemon starts without one."""
+    if config_file is not None and not os.path.isfile(config_file):
+        raise ConfigError(f"config error: {config_file}: not found")
+    path = config_file if config_file is not None else default_file
+    if path is not None and not os.path.isfile(path):
+        path = None
+
+    class FromFile(settings_cls):  # type: ignore[valid-type,misc]
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        return FromFile(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        raise ConfigError(one_line(error, dashed=settings_cls.dashed_toml_keys)) from None
+    except SettingsError as error:  # an environment value that is not valid JSON for a table
+        raise ConfigError(f"config error: {error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config error: {path}: invalid TOML: {error}") from None
+
+
+def one_line(error: ValidationError, dashed: bool = False) -> str:
+    """The first problem only: the operator fixes one key at a time, and a log line stays a line."""
+    first = error.errors()[0]
+    parts = [str(part).replace("_", "-") if dashed else str(part) for part in first["loc"]]
+    key = ".".join(parts)
+    if first["type"] == "extra_forbidden":
+        return f"config error: {key}: unknown key"
+    message = first["msg"].removeprefix("Value error, ")
+    if "input" in first and first["type"] in _SHOW_INPUT:
+        message += f" (got {first['input']!r})"
+    return f"config error: {key}: {message}" if key else f"config error: {message}"
