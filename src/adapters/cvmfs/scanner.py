@@ -1,0 +1,73 @@
+"""WhiteoutScanner: builds whiteout shadows in the background, never on a Prepare's path.
+
+A Prepare that meets an unscanned foreign layer falls back to a download and queues one
+scan; the scan walks the whole layer (minutes on a big CVMFS layer), so it runs on a few
+dedicated threads, at most one per digest at a time. The next Prepare of that layer finds
+the result with one look (`ShadowCache.lookup`) and serves the layer remotely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from snapmux.adapters.cvmfs.whiteouts import ShadowCache, Shadows
+
+log = logging.getLogger(__name__)
+
+SCAN_THREADS = 2
+
+
+class WhiteoutScanner:
+    """Queues scans from the event loop; `scans[hex]` is the queued or running scan of a layer."""
+
+    def __init__(self, cache: ShadowCache, threads: int = SCAN_THREADS) -> None:
+        self.cache = cache
+        self.scans: dict[str, asyncio.Task[Shadows | None]] = {}
+        self.started = 0
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="whiteout-scan")
+        self._stop = threading.Event()
+
+    async def start(self) -> None:
+        """Clears what scans killed with the previous process left behind."""
+        await asyncio.to_thread(self.cache.purge_partial)
+
+    def lookup(self, hex_digest: str) -> Shadows | None:
+        """Blocking, O(1): a complete result, else None."""
+        return self.cache.lookup(hex_digest)
+
+    def queue(self, hex_digest: str, layerfs: str) -> asyncio.Task[Shadows | None]:
+        """At most one scan per digest in flight; a failed one may be queued again by a later Prepare."""
+        running = self.scans.get(hex_digest)
+        if running is not None:
+            return running
+        self.started += 1
+        task = asyncio.create_task(self._scan(hex_digest, layerfs))
+        self.scans[hex_digest] = task
+        return task
+
+    async def _scan(self, hex_digest: str, layerfs: str) -> Shadows | None:
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self._executor, self.cache.build, hex_digest, layerfs, self._stop)
+        except Exception as error:  # noqa: BLE001 - a bad layer must not hurt the daemon
+            log.warning("whiteout scan of layer %s (%s) failed: %s", hex_digest, layerfs, error)
+            return None
+        finally:
+            self.scans.pop(hex_digest, None)  # before any waiter resumes: a later Prepare may queue again
+        log.info("whiteout scan of layer %s done (%s)", hex_digest, "clean" if found.clean else found.path)
+        return found
+
+    async def idle(self) -> None:
+        """Returns once no scan is queued or running (tests, and close, wait here)."""
+        while self.scans:
+            await asyncio.gather(*list(self.scans.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Running scans stop at their next directory and leave no result; queued ones never start."""
+        self._stop.set()
+        pending = list(self.scans.values())
+        await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+        await asyncio.gather(*pending, return_exceptions=True)

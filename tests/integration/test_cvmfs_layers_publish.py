@@ -1,0 +1,63 @@
+"""`cvmfs-snapshotter publish` killed -9 in the middle of a layer: nothing half-written is ever
+available, and the next run cleans up and finishes. The layer blob is a FIFO we feed by hand,
+so the kill lands mid-extraction every time."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+
+import pytest
+
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
+from tests.integration.conftest import require_binaries
+from tests.support.containerd import wait_until
+from tests.support.images import whiteout_image
+
+pytestmark = pytest.mark.integration
+
+
+def kill_mid_layer(argv, fifo, first_half, scratch) -> int:
+    """Feeds half the blob through the FIFO, waits until files land in the scratch dir, kills -9."""
+    publisher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with open(fifo, "wb") as feed:
+            feed.write(first_half)
+            feed.flush()
+            wait_until(lambda: glob.glob(scratch) != [], 30, "publisher extracting", lambda: publisher.poll() is None)
+            publisher.kill()
+            publisher.wait(timeout=30)
+    except BrokenPipeError:
+        pass
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+        publisher.wait(timeout=30)
+    return publisher.returncode
+
+
+def test_kill_9_mid_layer_leaves_nothing_available_and_the_rerun_finishes(tmp_path):
+    require_binaries("cvmfs-snapshotter")
+    image = whiteout_image(str(tmp_path / "oci"))
+    hex_digest = parse_digest(image.layers[0].digest)
+    blob_path = os.path.join(image.layout, "blobs", "sha256", hex_digest)
+    blob = open(blob_path, "rb").read()
+    os.unlink(blob_path)
+    os.mkfifo(blob_path)
+    target = tmp_path / "layout"
+    argv = ["cvmfs-snapshotter", "publish", "--target", str(target), image.oci_ref]
+    scratch = str(target / ".layers" / hex_digest[:2] / f".tmp-{hex_digest}-*" / "layerfs" / "bin")
+    returncode = kill_mid_layer(argv, blob_path, blob[: len(blob) // 2], scratch)
+    store = CvmfsLayerStore(str(target))
+    assert returncode == -9
+    assert not store.check_now(hex_digest).exists and glob.glob(os.path.dirname(os.path.dirname(scratch)))
+
+    os.unlink(blob_path)
+    with open(blob_path, "wb") as out:
+        out.write(blob)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "published 3 layer(s)" in done.stdout
+    assert all(store.check_now(parse_digest(layer.digest)).published for layer in image.layers)
+    assert glob.glob(str(target / ".layers" / "*" / ".tmp-*")) == []

@@ -1,0 +1,219 @@
+"""The publisher: layout, whiteout conversion, idempotence, interruption, hostile tars."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tarfile
+
+import pytest
+
+from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER, CvmfsLayerStore, parse_digest
+from snapmux.adapters.cvmfs.oci import OciArchiveSource, OciLayoutSource
+from snapmux.adapters.cvmfs.publish import LayoutPublisher
+from snapmux.domain.errors import InvalidArgumentError
+from snapmux.entrypoints.cvmfs_snapshotter.publish import main, publish_image
+from tests.support import images
+from tests.support.images import directory, file, hardlink, symlink, whiteout_image, write_image, write_layer
+
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="overlay whiteouts are char devices 0/0 and trusted.* xattrs: needs root")
+
+
+@pytest.fixture
+def image(tmp_path):
+    return whiteout_image(str(tmp_path / "oci"))
+
+
+def layerfs(target, descriptor):
+    return CvmfsLayerStore(str(target)).layer_path(parse_digest(descriptor.digest))
+
+
+def all_names(root):
+    return {name for _, dirs, files in os.walk(root) for name in dirs + files}
+
+
+def test_every_layer_lands_in_the_layout_with_its_marker(tmp_path, image):
+    target = tmp_path / "layout"
+    report = publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(target)))
+    assert report.written == [layer.digest for layer in image.layers]
+    store = CvmfsLayerStore(str(target))
+    for layer in image.layers:
+        assert store.check_now(parse_digest(layer.digest)).published
+    assert os.path.isfile(f"{layerfs(target, image.layers[0])}/bin/busybox")
+    assert os.path.isdir(target / ".images" / parse_digest(image.manifest.digest))
+
+
+def test_whiteouts_become_overlay_native(tmp_path, image):
+    target = tmp_path / "layout"
+    publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(target)))
+    top = layerfs(target, image.layers[2])
+    gone = os.lstat(f"{top}/data/gone.txt")
+    assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == os.makedev(0, 0)
+    assert os.getxattr(f"{top}/data/dir", "trusted.overlay.opaque") == b"y"
+    assert os.path.isfile(f"{top}/data/dir/new.txt")
+    assert not any(name.startswith(".wh.") for name in all_names(top))
+
+
+def test_cern_style_opaque_marker_is_converted_too(tmp_path):
+    layout = str(tmp_path / "oci")
+    layer = write_layer(layout, [directory("d"), file("d/.wh..opq"), file("d/x", "x")])
+    write_image(layout, "t", [layer], ["/bin/true"])
+    publish_image(OciLayoutSource(layout, "t"), LayoutPublisher(str(tmp_path / "out")))
+    root = layerfs(tmp_path / "out", layer)
+    assert os.getxattr(f"{root}/d", "trusted.overlay.opaque") == b"y"
+    assert os.listdir(f"{root}/d") == ["x"]
+
+
+def test_hard_links_inside_the_layer_share_the_inode(tmp_path, image):
+    target = tmp_path / "layout"
+    publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(target)))
+    middle = layerfs(target, image.layers[1])
+    assert os.stat(f"{middle}/data/middle.txt").st_ino == os.stat(f"{middle}/data/middle-link.txt").st_ino
+
+
+def test_second_run_skips_everything_and_changes_nothing(tmp_path, image):
+    target = tmp_path / "layout"
+    publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(target)))
+    before = {layer.digest: os.stat(layerfs(target, layer)).st_ino for layer in image.layers}
+    report = publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(target)))
+    assert report.written == [] and len(report.skipped) == 3
+    assert before == {layer.digest: os.stat(layerfs(target, layer)).st_ino for layer in image.layers}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_layer_never_appears_and_leaves_nothing(tmp_path, image):
+    target = tmp_path / "layout"
+    source = OciLayoutSource(image.layout, "v1")
+    publisher = LayoutPublisher(str(target))
+
+    @contextlib.contextmanager
+    def dies_midway(digest):
+        with source.open_blob(digest) as blob:
+            class Reader:
+                def read(self, size=-1):
+                    raise Interrupted()
+            yield Reader() if digest == image.layers[0].digest else blob
+
+    with pytest.raises(Interrupted), publisher.session() as report:
+        for layer in image.layers:
+            publisher.publish_layer(layer.digest, dies_midway, report)
+    store = CvmfsLayerStore(str(target))
+    assert not os.path.lexists(store.layer_dir(parse_digest(image.layers[0].digest)))
+    assert [n for n in all_names(target / ".layers") if n.startswith(".tmp-")] == []
+
+
+def test_leftovers_of_a_killed_run_are_removed_and_the_layer_published(tmp_path, image):
+    target = tmp_path / "layout"
+    hex_digest = parse_digest(image.layers[0].digest)
+    leftover = target / ".layers" / hex_digest[:2] / f".tmp-{hex_digest}-killed" / "layerfs"
+    leftover.mkdir(parents=True)
+    (leftover / "half").write_text("half")
+    report = publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(target)))
+    assert report.leftovers_removed == 1 and not leftover.exists()
+    assert CvmfsLayerStore(str(target)).check_now(hex_digest).published
+
+
+def test_digest_mismatch_is_refused(tmp_path, image):
+    blob = os.path.join(image.layout, "blobs", "sha256", parse_digest(image.layers[1].digest))
+    other = os.path.join(image.layout, "blobs", "sha256", parse_digest(image.layers[2].digest))
+    os.replace(other, blob)
+    with pytest.raises(InvalidArgumentError):
+        publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(tmp_path / "out")))
+    assert not CvmfsLayerStore(str(tmp_path / "out")).check_now(parse_digest(image.layers[1].digest)).exists
+
+
+def hostile_layer(tmp_path, name, *entries):
+    layout = str(tmp_path / name)
+    layer = write_layer(layout, entries)
+    write_image(layout, "t", [layer], ["/bin/true"])
+    return layout, layer
+
+
+@pytest.mark.parametrize("entries", [
+    [file("../escape", "x")],
+    [file("/abs-escape", "x")],
+    [file("a/../../escape", "x")],
+    [symlink("link", str("/tmp")), file("link/escape", "x")],
+    [directory("d"), symlink("d/up", ".."), file("d/up/../escape", "x")],
+    [hardlink("h", "../../etc/passwd")],
+    [symlink("link", "/etc"), hardlink("h", "link/passwd")],
+], ids=["dotdot", "absolute", "nested-dotdot", "symlink-parent", "symlink-dotdot", "hardlink-out", "hardlink-via-symlink"])
+def test_entries_escaping_the_root_are_refused(tmp_path, entries):
+    layout, layer = hostile_layer(tmp_path, "hostile", *entries)
+    target = tmp_path / "out"
+    with pytest.raises(InvalidArgumentError):
+        publish_image(OciLayoutSource(layout, "t"), LayoutPublisher(str(target)))
+    assert not CvmfsLayerStore(str(target)).check_now(parse_digest(layer.digest)).exists
+    assert not os.path.exists("/tmp/escape") and not (tmp_path / "escape").exists()
+    assert [n for n in all_names(target) if n.startswith(".tmp-")] == []
+
+
+def test_uncompressed_layers_and_oci_archives(tmp_path):
+    image = whiteout_image(str(tmp_path / "oci"), compress=False)
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in sorted(os.listdir(image.layout)):
+            tar.add(os.path.join(image.layout, name), arcname=name)
+    report = publish_image(OciArchiveSource(str(archive), "v1"), LayoutPublisher(str(tmp_path / "out")))
+    assert len(report.written) == 3
+    assert os.path.isfile(f"{layerfs(tmp_path / 'out', image.layers[1])}/data/middle.txt")
+
+
+def test_cli_publishes_and_reports_failures(tmp_path, image, capsys):
+    assert main(["--target", str(tmp_path / "out"), image.oci_ref]) == 0
+    assert "published 3 layer(s)" in capsys.readouterr().out
+    assert main(["--target", str(tmp_path / "out"), image.oci_ref]) == 0
+    assert "skipped 3" in capsys.readouterr().out
+    assert main(["--target", str(tmp_path / "out"), f"oci:{image.layout}:no-such-tag"]) == 1
+    assert "no-such-tag" in capsys.readouterr().err
+
+
+def test_marker_sits_beside_layerfs(tmp_path, image):
+    publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(tmp_path / "out")))
+    layer_dir = CvmfsLayerStore(str(tmp_path / "out")).layer_dir(parse_digest(image.layers[0].digest))
+    assert sorted(os.listdir(layer_dir)) == ["layerfs", PUBLISHED_MARKER]
+    assert images.WHITEOUT_IMAGE_LISTING
+
+
+def test_image_specs_name_their_source(tmp_path):
+    from snapmux.adapters.cvmfs.oci import RegistrySource, open_source
+
+    assert isinstance(open_source("oci:/x:tag", str(tmp_path)), OciLayoutSource)
+    assert open_source("oci:/x:tag", str(tmp_path)).tag == "tag"
+    assert isinstance(open_source("oci-archive:/x.tar", str(tmp_path)), OciArchiveSource)
+    registry = open_source("docker://127.0.0.1:5000/a/b:v2", str(tmp_path), plain_http=True)
+    assert isinstance(registry, RegistrySource) and (registry.repo, registry.ref) == ("a/b", "v2")
+    assert str(registry.client.base_url) == "http://127.0.0.1:5000/v2/"
+    assert open_source("127.0.0.1:5000/a", str(tmp_path)).ref == "latest"
+    for bad in ("no-host", "127.0.0.1:5000/Upper:tag", "127.0.0.1:5000/a:b@sha256:xyz"):
+        with pytest.raises(InvalidArgumentError):
+            open_source(bad, str(tmp_path))
+
+
+def test_an_image_index_resolves_to_this_platform(tmp_path, image):
+    import hashlib
+    import json as jsonlib
+
+    from tests.support.images import write_layer as other_layer
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    native = jsonlib.load(open(os.path.join(image.layout, "index.json")))["manifests"][0]
+    foreign = write_image(image.layout, "foreign", [other_layer(image.layout, [file("x", "x")])], ["/x"]).manifest
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {**foreign.json(), "platform": {"os": "linux", "architecture": "not-" + arch}},
+        {**{k: native[k] for k in ("mediaType", "digest", "size")}, "platform": {"os": "linux", "architecture": arch}}]}
+    data = jsonlib.dumps(index).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / "oci" / "blobs" / "sha256" / digest).write_bytes(data)
+    with open(os.path.join(image.layout, "index.json"), "w") as out:
+        jsonlib.dump({"schemaVersion": 2, "manifests": [{"mediaType": index["mediaType"], "digest": f"sha256:{digest}",
+                      "size": len(data), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}, out)
+    resolved = OciLayoutSource(image.layout, "multi").image()
+    assert resolved.manifest_digest == native["digest"]
+    assert resolved.layers == [layer.digest for layer in image.layers]
