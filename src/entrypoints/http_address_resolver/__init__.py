@@ -1,0 +1,1 @@
+"""http-address-resolver: the namespace -> microVM address agent the demux asks."""
