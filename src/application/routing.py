@@ -1,0 +1,170 @@
+"""The demux: containerd's snapshot calls, routed by namespace to the snapshotter in that VM.
+
+Namespace of a call: the `containerd-namespace` metadata when the caller sent it,
+else the `<namespace>/<id>/<name>` prefix containerd gives every backend key
+(containerd 1.6 sends no metadata to proxy plugins). A call that carries neither is
+FailedPrecondition, a malformed namespace InvalidArgument: no silent default VM.
+
+Fan-out (List/Cleanup with no namespace, i.e. containerd's garbage collector):
+the reachable VMs answer, an unreachable one (or one silent for `fan_out_timeout`) is
+logged and skipped. Failing the whole walk would stall GC for every namespace because
+of one dead VM (and containerd holds its snapshotter lock while GC walks), while a
+partial answer is safe: GC only removes snapshots it was shown.
+
+Remote snapshots: the namespace-less List containerd makes right after a Prepare answered
+AlreadyExists goes to that Prepare's VM only (`TargetClaims`), not fanned out, so a layer
+several VMs hold is always recorded in the VM of the namespace that pulled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from snapmux.domain.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    UnavailableError,
+)
+from snapmux.domain.model import Info, Mount, Usage
+from snapmux.domain.namespaces import current_namespace, namespace_of_key, validate_namespace
+from snapmux.domain.ports import RemoteSnapshotter
+
+from snapmux.application.remote_clients import CachedRemote, RemoteSnapshotterCache
+from snapmux.application.target_claims import REF_LABEL, TargetClaims
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_UNREACHABLE = (UnavailableError, DeadlineExceededError)
+
+
+class NamespaceRouter:
+    """A SnapshotService whose every call lands on one namespace's remote snapshotter."""
+
+    def __init__(
+        self,
+        remotes: RemoteSnapshotterCache,
+        mount_type_prefix: str = "vm:",
+        fan_out_timeout: float = 10.0,
+        claims: TargetClaims | None = None,
+    ) -> None:
+        self._remotes = remotes
+        self._prefix = mount_type_prefix
+        self._fan_out_timeout = fan_out_timeout
+        self._claims = claims or TargetClaims(hold=fan_out_timeout)
+
+    def _namespace(self, key: str) -> str:
+        namespace = current_namespace.get() or namespace_of_key(key)
+        if namespace is None:
+            raise FailedPreconditionError(
+                f"namespace is required: no containerd-namespace metadata and key {key!r} has no <namespace>/ prefix"
+            )
+        return validate_namespace(namespace)
+
+    async def _call(self, key: str, call: Callable[[RemoteSnapshotter], Awaitable[T]]) -> T:
+        namespace = self._namespace(key)
+        client = await self._remotes.get(namespace)
+        try:
+            return await call(client)
+        except UnavailableError:
+            await self._remotes.discard(namespace, client)  # the next call dials afresh
+            raise
+
+    async def _create(
+        self, key: str, labels: Mapping[str, str] | None, call: Callable[[RemoteSnapshotter], Awaitable[T]]
+    ) -> T:
+        """A namespace-less layer Prepare/View claims its target for the List containerd makes after AlreadyExists."""
+        target = (labels or {}).get(REF_LABEL)
+        if not target or current_namespace.get() is not None:  # with metadata, that List carries it too
+            return await self._call(key, call)
+        return await self._claims.prepare(self._namespace(key), target, lambda: self._call(key, call))
+
+    def _vm_local(self, mounts: list[Mount]) -> list[Mount]:
+        """firecracker-containerd's runtime mounts `vm:`-typed mounts inside the VM, not on the host."""
+        if not self._prefix:
+            return mounts
+        return [Mount(self._prefix + m.type, m.source, "", m.options) for m in mounts]
+
+    async def stat(self, key: str) -> Info:
+        return await self._call(key, lambda c: c.stat(key))
+
+    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        return await self._call(info.name, lambda c: c.update(info, fieldpaths))
+
+    async def usage(self, key: str) -> Usage:
+        return await self._call(key, lambda c: c.usage(key))
+
+    async def mounts(self, key: str) -> list[Mount]:
+        return self._vm_local(await self._call(key, lambda c: c.mounts(key)))
+
+    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        return self._vm_local(await self._create(key, labels, lambda c: c.prepare(key, parent, labels)))
+
+    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        return self._vm_local(await self._create(key, labels, lambda c: c.view(key, parent, labels)))
+
+    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        if current_namespace.get() is None:
+            into = namespace_of_key(name)
+            if into is not None and into != namespace_of_key(key):
+                raise InvalidArgumentError(f"cannot commit {key!r} as {name!r}: the name is in another namespace")
+        return await self._call(key, lambda c: c.commit(name, key, labels))
+
+    async def remove(self, key: str) -> None:
+        return await self._call(key, lambda c: c.remove(key))
+
+    async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
+        namespace = current_namespace.get() or self._claims.owner(filters)
+        if namespace is not None:
+            client = await self._remotes.get(validate_namespace(namespace))
+            try:
+                async for info in client.walk(filters):
+                    yield info
+            except UnavailableError:
+                await self._remotes.discard(namespace, client)
+                raise
+            return
+        for infos in await self._fan_out(lambda c: _collect(c.walk(filters)), "list"):
+            for info in infos:
+                yield info
+
+    async def cleanup(self) -> None:
+        namespace = current_namespace.get()
+        if namespace is not None:
+            return await self._call("", lambda c: c.cleanup())
+        await self._fan_out(lambda c: c.cleanup(), "cleanup")
+
+    async def _fan_out(self, call: Callable[[RemoteSnapshotter], Awaitable[T]], what: str) -> list[T]:
+        """Every connected VM at once (one per address); unreachable ones are skipped, other errors raised."""
+        remotes = list({_address_key(r): r for r in self._remotes.cached()}.values())
+        results = await asyncio.gather(*(self._bounded(call(r.client)) for r in remotes), return_exceptions=True)
+        answered: list[T] = []
+        for remote, result in zip(remotes, results):
+            if isinstance(result, _UNREACHABLE):
+                log.warning("%s without namespace: skipping unreachable VM of %s: %s", what, remote.namespace, result)
+                if isinstance(result, UnavailableError):
+                    await self._remotes.discard(remote.namespace, remote.client)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answered.append(result)
+        return answered
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """containerd holds its snapshotter lock while GC walks: one stalled VM must not stall every namespace."""
+        try:
+            return await asyncio.wait_for(call, self._fan_out_timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"no answer within {self._fan_out_timeout:g}s") from None
+
+
+async def _collect(infos: AsyncIterator[Info]) -> list[Info]:
+    return [info async for info in infos]
+
+
+def _address_key(remote: CachedRemote) -> tuple[str, str, int | None]:
+    return (remote.address.network, remote.address.address, remote.address.snapshotter_port)

@@ -1,0 +1,130 @@
+"""The composition root of demux-snapshotter.
+
+    resolver (HTTP) ─┐
+    connector (vsock)┴─> remotes (per-namespace client cache, listeners) ─> router ─> server
+
+Lifecycles are async Resources; `main.run` starts them in that order and stops
+them in reverse: server first (stop accepting, let in-flight calls finish), then
+the clients and their forwarding sockets, then the resolver's HTTP client.
+
+Listeners (e.g. the per-VM metrics proxy) hear about every VM client created and
+dropped. Wire one by overriding the `listeners` provider, e.g.
+
+    listeners = providers.List(providers.Singleton(MetricsProxyListener, registry, settings.provided.snapshotter.metrics))
+
+(or `container.listeners.add_args(...)` before `init`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from dependency_injector import containers, providers
+from prometheus_client import CollectorRegistry
+
+from snapmux.adapters.grpc.server import start_unix_snapshots_server
+from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
+from snapmux.adapters.resolver.http_client import HttpAddressResolver
+from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
+from snapmux.application.metrics import MeasuredSnapshotService
+from snapmux.application.metrics_demux import MeasuredAddressResolver, MeasuredSnapshotterConnector
+from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSnapshotterListener
+from snapmux.application.routing import NamespaceRouter
+from snapmux.domain.ports import AddressResolver, SnapshotService, SnapshotterConnector
+from snapmux.entrypoints.demux_snapshotter.metrics import demux_metrics
+from snapmux.entrypoints.demux_snapshotter.settings import CacheSettings, DemuxSettings, DialerSettings, ResolverSettings
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+"""In-flight calls get this long to finish on SIGTERM before they are cancelled."""
+
+
+async def http_resolver(settings: ResolverSettings) -> AsyncIterator[HttpAddressResolver]:
+    resolver = HttpAddressResolver(settings.address, timeout=settings.timeout)
+    try:
+        yield resolver
+    finally:
+        await resolver.aclose()
+
+
+async def vsock_connector(settings: DialerSettings) -> AsyncIterator[VsockSnapshotterConnector]:
+    connector = VsockSnapshotterConnector(settings.timeout, settings.retry_interval)
+    try:
+        yield connector
+    finally:
+        await connector.close()
+
+
+async def remote_snapshotters(
+    resolver: AddressResolver,
+    connector: SnapshotterConnector,
+    listeners: Sequence[RemoteSnapshotterListener],
+    settings: CacheSettings,
+) -> AsyncIterator[RemoteSnapshotterCache]:
+    cache = RemoteSnapshotterCache(
+        resolver,
+        connector,
+        listeners,
+        evict_on_connection_failure=settings.evict_on_connection_failure,
+        poll_interval=settings.poll_connection_frequency,
+    )
+    await cache.start()
+    try:
+        yield cache
+    finally:
+        await cache.close()
+
+
+async def snapshots_server(snapshots: SnapshotService, address: str) -> AsyncIterator[grpc.aio.Server]:
+    """Creates the listener's folder, replaces a stale socket; on shutdown drains, then unlinks."""
+    server = await start_unix_snapshots_server(snapshots, address)
+    log.info("serving containerd snapshots API on %s", address)
+    try:
+        yield server
+    finally:
+        await server.stop(SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=DemuxSettings)
+
+    registry = providers.Singleton(CollectorRegistry)
+
+    metrics = providers.Singleton(PrometheusMetricsRegistry, registry)
+
+    # cached-clients gauge, per-VM metrics proxies and the SD server: see entrypoints/demux_snapshotter/metrics.py
+    metrics_listener = providers.Resource(
+        demux_metrics, settings.provided.snapshotter.metrics, settings.provided.snapshotter.dialer, registry, metrics
+    )
+
+    listeners = providers.List(metrics_listener)
+
+    resolver = providers.Resource(http_resolver, settings.provided.resolver)
+
+    connector = providers.Resource(vsock_connector, settings.provided.snapshotter.dialer)
+
+    remotes = providers.Resource(
+        remote_snapshotters,
+        providers.Singleton(MeasuredAddressResolver, resolver, metrics),
+        providers.Singleton(MeasuredSnapshotterConnector, connector, metrics),
+        listeners,
+        settings.provided.snapshotter.cache,
+    )
+
+    router = providers.Singleton(
+        NamespaceRouter,
+        remotes,
+        settings.provided.snapshotter.mount_type_prefix,
+        fan_out_timeout=settings.provided.snapshotter.dialer.timeout,
+    )
+
+    snapshots = providers.Singleton(MeasuredSnapshotService, router, metrics)
+
+    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener.address)
