@@ -26,18 +26,25 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
 
-async def serve_until_signalled(log: logging.Logger, ready: Iterable[str]) -> None:
-    """Returns on SIGTERM/SIGINT. The handlers are in place before `ready` is logged: whoever
-    waits for that line may signal at once and still get a clean shutdown, not a kill. They stay
-    in place during the shutdown, so a second signal cannot cut it short."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    for line in ready:
-        log.info("%s", line)
-    await stop.wait()
-    log.info("shutting down")
+class StopSignals:
+    """SIGTERM/SIGINT as an event. Each daemon creates it first thing in its running loop, before
+    any socket listens: whoever waits for a socket (a supervisor, a test) may signal at once and
+    still get a clean shutdown, not a kill. A signal during startup is kept and ends the daemon
+    as soon as it is up. The handlers stay in place during the shutdown, so a second signal
+    cannot cut it short."""
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+
+    async def serve_until_signalled(self, log: logging.Logger, ready: Iterable[str]) -> None:
+        """Logs the `ready` lines, then returns on the first signal."""
+        for line in ready:
+            log.info("%s", line)
+        await self._stop.wait()
+        log.info("shutting down")
 
 
 def exit_on(prog: str, start: Callable[[], object]) -> int:

@@ -17,7 +17,7 @@ from dependency_injector.wiring import Provide, inject
 
 from snapmux.entrypoints.cvmfs_snapshotter.container import Container, Listening
 from snapmux.entrypoints.cvmfs_snapshotter.settings import load_settings, vsock_port
-from snapmux.entrypoints.lifecycle import configure_logging, exit_on, serve_until_signalled
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
 
 PROG = "cvmfs-snapshotter"
 log = logging.getLogger(PROG)
@@ -53,16 +53,17 @@ def _publish(argv: Sequence[str]) -> int:
 
 
 @inject
-async def serve(listening: Listening = Provide[Container.server]) -> None:
+async def serve(stop: StopSignals, listening: Listening = Provide[Container.server]) -> None:
     """Runs until SIGTERM/SIGINT; shutdown (in run) lets in-flight calls finish and deletes nothing."""
-    await serve_until_signalled(log, [f"ready on {listening.address}"])
+    await stop.serve_until_signalled(log, [f"ready on {listening.address}"])
 
 
 async def run(container: Container) -> None:
+    stop = StopSignals()
     container.wire(modules=[__name__])
     try:
         await container.init_resources()
-        await serve()
+        await serve(stop)
     finally:
         # the server first (in-flight calls finish), then the rest in reverse dependency order
         await container.server.shutdown()

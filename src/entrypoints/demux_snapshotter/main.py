@@ -18,7 +18,7 @@ from dependency_injector.wiring import Provide, inject
 
 from snapmux.entrypoints.demux_snapshotter.container import Container
 from snapmux.entrypoints.demux_snapshotter.settings import DEFAULT_CONFIG, load_settings
-from snapmux.entrypoints.lifecycle import configure_logging, exit_on, serve_until_signalled
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
 
 PROG = "demux-snapshotter"
 log = logging.getLogger(PROG)
@@ -32,13 +32,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @inject
-async def serve(server: grpc.aio.Server = Provide[Container.server]) -> None:
+async def serve(stop: StopSignals, server: grpc.aio.Server = Provide[Container.server]) -> None:
     """Runs until SIGTERM/SIGINT; the ordered shutdown is run's `finally`."""
-    await serve_until_signalled(log, ["ready"])
+    await stop.serve_until_signalled(log, ["ready"])
 
 
 async def run(container: Container) -> None:
     """Start in dependency order; stop in reverse: server (drain), clients+forwarders, resolver."""
+    stop = StopSignals()
     container.wire(modules=[__name__])
     try:
         await container.metrics_listener.init()  # SD answers (with no VM yet) before the first call
@@ -46,7 +47,7 @@ async def run(container: Container) -> None:
         await container.connector.init()
         await container.remotes.init()
         await container.server.init()
-        await serve()
+        await serve(stop)
     finally:
         await container.server.shutdown()
         await container.remotes.shutdown()

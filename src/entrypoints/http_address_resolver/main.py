@@ -13,7 +13,7 @@ from dependency_injector.wiring import Provide, inject
 from snapmux.adapters.http.server import HttpServer
 from snapmux.entrypoints.http_address_resolver.container import Container
 from snapmux.entrypoints.http_address_resolver.settings import load_settings
-from snapmux.entrypoints.lifecycle import configure_logging, exit_on, serve_until_signalled
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
 
 PROG = "http-address-resolver"
 log = logging.getLogger(PROG)
@@ -28,14 +28,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @inject
-async def serve(server: HttpServer = Provide[Container.server]) -> None:
+async def serve(stop: StopSignals, server: HttpServer = Provide[Container.server]) -> None:
     """Logs the bound address(es) (port 0 picks one; tests read it from the log) and runs until a signal."""
-    await serve_until_signalled(log, [f"listening on http://{where}" for where in server.listening])
+    await stop.serve_until_signalled(log, [f"listening on http://{where}" for where in server.listening])
 
 
 async def run(container: Container) -> None:
+    stop = StopSignals()
     try:
-        await serve()
+        await serve(stop)
     finally:
         await container.shutdown_resources()
 
