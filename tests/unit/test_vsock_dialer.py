@@ -69,6 +69,29 @@ async def test_gives_up_after_the_timeout_naming_socket_port_and_cause(vsock):
     assert vsock.accepted > 1
 
 
+async def test_an_attempt_cut_short_by_the_deadline_keeps_the_cause_before_it(tmp_path):
+    """The last try gets only what is left of the timeout; its silence must not hide the refusal."""
+    accepted = 0
+
+    async def refuse_once_then_stall(reader, writer):
+        nonlocal accepted
+        accepted += 1
+        await reader.readline()
+        if accepted == 1:
+            writer.close()
+            return
+        await reader.read()  # never answers; the dialer gives up and closes
+
+    path = str(tmp_path / "v.sock")
+    server = await asyncio.start_unix_server(refuse_once_then_stall, path)
+    try:
+        with pytest.raises(UnavailableError, match="within 0.3s: connection closed before OK"):
+            await VsockDialer(path, PORT, timeout=0.3, retry_interval=0.01, ack_timeout=1.0).dial()
+    finally:
+        server.close()
+    assert accepted == 2
+
+
 async def test_a_slow_ack_is_retried_then_given_up(vsock):
     vsock.ack_delay = 5
     with pytest.raises(UnavailableError, match="no OK within"):

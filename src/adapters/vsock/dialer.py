@@ -30,6 +30,10 @@ class _Retry(Exception):
     """This attempt failed in a way a starting VM explains; try again."""
 
 
+class _AckTimeout(_Retry):
+    """No answer within this attempt's budget."""
+
+
 class VsockDialer:
     def __init__(
         self,
@@ -56,8 +60,12 @@ class VsockDialer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise UnavailableError(f"cannot connect to {self} within {self.timeout:g}s: {last}")
+            budget = min(remaining, self.ack_timeout)
             try:
-                return await self._attempt(min(remaining, self.ack_timeout))
+                return await self._attempt(budget)
+            except _AckTimeout as timeout:
+                if budget >= self.ack_timeout or last == "no attempt":
+                    last = str(timeout)  # one cut short by the deadline says less than the refusal before it
             except _Retry as retry:
                 last = str(retry)
             await asyncio.sleep(max(0.0, min(self.retry_interval, deadline - time.monotonic())))
@@ -77,7 +85,7 @@ class VsockDialer:
                 await loop.sock_sendall(sock, b"CONNECT %d\n" % self.port)
                 await asyncio.wait_for(self._read_ack(sock), ack_timeout)
             except asyncio.TimeoutError:
-                raise _Retry(f"no OK within {ack_timeout:g}s") from None
+                raise _AckTimeout(f"no OK within {ack_timeout:g}s") from None
             except OSError as error:  # reset or broken pipe: Firecracker dropped us mid-handshake
                 raise _Retry(f"handshake: {error.strerror or error}") from None
             return sock
