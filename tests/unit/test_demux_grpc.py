@@ -1,4 +1,5 @@
-"""The demux end to end in one process: gRPC client -> demux server -> vsock stand-in -> in-VM gRPC.
+"""The demux end to end in one process (the `demux` fixture, see conftest): gRPC client -> demux
+server -> vsock stand-in -> in-VM gRPC.
 
 The contract suite runs through the whole chain (namespace in metadata), so codes,
 messages, labels and streaming List are forwarded faithfully.
@@ -8,54 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from snapmux.adapters.grpc.server import start_unix_snapshots_server
-from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
-from snapmux.application.remote_clients import RemoteSnapshotterCache
-from snapmux.application.routing import NamespaceRouter
 from snapmux.domain.errors import FailedPreconditionError, NotFoundError
-from snapmux.domain.model import SnapshotterAddress
 from snapmux.domain.namespaces import current_namespace
 from tests.contract.snapshot_service import SnapshotServiceContract, listed
-from tests.fakes.resolver import InMemoryAddressResolver
-from tests.fakes.snapshots import InMemorySnapshotService
-from tests.support.firecracker_vsock import FirecrackerVsockStandIn
-from tests.support.grpc_client import served_over_grpc
-
-PORT = 10000
-
-
-class Stack:
-    def __init__(self) -> None:
-        self.vms: dict[str, InMemorySnapshotService] = {}
-        self.closers = []
-
-    async def add_vm(self, folder, namespace: str) -> SnapshotterAddress:
-        folder.mkdir()
-        service = InMemorySnapshotService(root=f"/{namespace}")
-        server = await start_unix_snapshots_server(service, str(folder / "in-vm.sock"))
-        vsock = await FirecrackerVsockStandIn(str(folder / "v.sock"), {PORT: str(folder / "in-vm.sock")}).start()
-        self.vms[namespace] = service
-        self.closers += [vsock.stop, lambda: server.stop(None)]
-        return SnapshotterAddress("unix", vsock.uds_path, PORT)
-
-
-@pytest.fixture
-async def demux(tmp_path):
-    stack = Stack()
-    resolver = InMemoryAddressResolver({
-        "vm-a": await stack.add_vm(tmp_path / "a", "vm-a"),
-        "vm-b": await stack.add_vm(tmp_path / "b", "vm-b"),
-    })
-    connector = VsockSnapshotterConnector(timeout=2.0, retry_interval=0.02)
-    cache = RemoteSnapshotterCache(resolver, connector)
-    async with served_over_grpc(NamespaceRouter(cache, "vm:"), str(tmp_path / "demux.sock"), "demux") as client:
-        stack.client = client
-        yield stack
-    await cache.close()
-    await connector.close()
-    for close in reversed(stack.closers):
-        await close()
-
 
 class TestContractThroughTheDemux(SnapshotServiceContract):
     @pytest.fixture

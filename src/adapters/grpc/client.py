@@ -13,6 +13,7 @@ from snapmux.adapters.grpc import convert
 from snapmux.adapters.grpc.errors import NAMESPACE_METADATA_KEY, domain_error_from
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
+from snapmux.domain.deadlines import time_left
 from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import current_namespace
 
@@ -41,7 +42,7 @@ class GrpcSnapshotService:
     def _options(self) -> dict[str, Any]:
         namespace = current_namespace.get()
         metadata = ((NAMESPACE_METADATA_KEY, namespace),) if namespace else None
-        return {"timeout": self._timeout, "metadata": metadata}
+        return {"timeout": time_left(self._timeout), "metadata": metadata}
 
     @_mapped
     async def stat(self, key: str) -> Info:

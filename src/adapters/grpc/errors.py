@@ -7,13 +7,15 @@ Codes and messages cross unchanged, so a proxy in the middle is transparent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
 from snapmux.domain import errors as e
+from snapmux.domain.deadlines import current_deadline, deadline_in
 from snapmux.domain.namespaces import current_namespace
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,18 @@ def _namespace_from(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _caller(context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """The caller's namespace and deadline, for the port and for the calls it makes onward."""
+    namespace = current_namespace.set(_namespace_from(context))
+    deadline = current_deadline.set(deadline_in(context.time_remaining()))
+    try:
+        yield
+    finally:
+        current_deadline.reset(deadline)
+        current_namespace.reset(namespace)
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     if isinstance(error, e.DomainError):
         await context.abort(status_code_of(error), str(error))
@@ -65,37 +79,33 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
 
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = current_namespace.set(_namespace_from(context))
-        try:
-            return await behavior(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # noqa: BLE001 - mapped, not swallowed
-            await _abort(context, error)
-        finally:
-            current_namespace.reset(token)
+        with _caller(context):
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:  # noqa: BLE001 - mapped, not swallowed
+                await _abort(context, error)
 
     return handler
 
 
 def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        token = current_namespace.set(_namespace_from(context))
-        try:
-            async for response in behavior(request, context):
-                yield response
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # noqa: BLE001
-            await _abort(context, error)
-        finally:
-            current_namespace.reset(token)
+        with _caller(context):
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:  # noqa: BLE001
+                await _abort(context, error)
 
     return handler
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps domain errors to status codes and exposes the caller's namespace to the port."""
+    """Maps domain errors to status codes and exposes the caller's namespace and deadline to the port."""
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
