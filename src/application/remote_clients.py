@@ -10,6 +10,7 @@ every client that leaves the cache is closed and announced to the listeners.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ class RemoteSnapshotterCache:
             raise UnavailableError("demux-snapshotter is shutting down")
         dial = self._dials.get(namespace)
         if dial is None:
-            dial = asyncio.create_task(self._open(namespace), name=f"dial-{namespace}")
+            # a fresh context: the dial is shared, so no single caller's deadline may bound it
+            dial = asyncio.create_task(self._open(namespace), name=f"dial-{namespace}", context=contextvars.Context())
             self._dials[namespace] = dial
             dial.add_done_callback(lambda _t: self._dials.pop(namespace, None))
         # shield: one impatient caller going away must not abort the dial the others wait on

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from snapmux.application.remote_clients import RemoteSnapshotterCache
+from snapmux.domain.deadlines import current_deadline, deadline_in
 from snapmux.domain.errors import NotFoundError, UnavailableError
 from snapmux.domain.model import SnapshotterAddress
 from tests.fakes.remote_snapshotters import FakeConnector
@@ -87,6 +88,25 @@ async def test_a_caller_going_away_does_not_abort_the_shared_dial(cache, connect
     connector.gates["vm-a"].set()
     assert (await patient).vm.address == A
     assert impatient.cancelled() and connector.connects == ["vm-a"]
+
+
+async def test_the_shared_dial_is_bound_by_no_single_callers_deadline(resolver):
+    class DeadlineSeeingConnector(FakeConnector):
+        async def connect(self, namespace, address):
+            self.seen = current_deadline.get()
+            return await super().connect(namespace, address)
+
+    async def call_with_a_deadline():
+        current_deadline.set(deadline_in(60))
+        return await cache.get("vm-a")
+
+    connector = DeadlineSeeingConnector()
+    cache = RemoteSnapshotterCache(resolver, connector)
+    try:
+        assert (await asyncio.create_task(call_with_a_deadline())).vm.address == A
+        assert connector.seen is None
+    finally:
+        await cache.close()
 
 
 async def test_failures_are_not_cached(cache, resolver, connector):
