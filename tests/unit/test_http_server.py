@@ -231,3 +231,47 @@ async def test_unix_socket_and_prebound_socket(tmp_path):
         assert http.listening[0] == f"unix:{path}"
     finally:
         await http.stop()
+
+
+async def test_at_the_connection_cap_the_oldest_idle_connection_makes_room():
+    http = HttpServer(echo, name="test", max_connections=2)
+    port = await http.start_tcp("127.0.0.1", 0)
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for reader, writer in idle:  # a served request each: both now idle keep-alives
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader))[0] == 200
+        assert (await exchange(port, b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0] == 200
+        oldest_reader, _ = idle[0]
+        assert await asyncio.wait_for(oldest_reader.read(), 5) == b""  # closed to make room
+        newer_reader, newer_writer = idle[1]
+        newer_writer.write(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(newer_reader))[0] == 200
+        for _, writer in idle:
+            writer.close()
+    finally:
+        await http.stop(grace=1.0)
+
+
+async def test_at_the_connection_cap_with_every_connection_busy_a_newcomer_gets_503():
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def blocking(request: HttpRequest) -> HttpResponse:
+        started.set()
+        await release.wait()
+        return json_response(200, {})
+
+    http = HttpServer(blocking, name="test", max_connections=1)
+    port = await http.start_tcp("127.0.0.1", 0)
+    try:
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
+        busy_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(started.wait(), 5)
+        status, headers, body = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 503 and headers["connection"] == "close"
+        assert json.loads(body) == {"error": "too many connections"}
+        release.set()
+        assert (await read_response(busy_reader))[0] == 200  # the busy one was never disturbed
+        busy_writer.close()
+    finally:
+        await http.stop(grace=1.0)

@@ -6,6 +6,9 @@ this implements just enough HTTP/1.1: keep-alive, HEAD, length-delimited bodies.
 It is built to survive hostile clients: every malformed request is a 4xx and a
 closed connection, the request head must arrive within `header_timeout`
 (slowloris), and idle keep-alive connections are dropped after `idle_timeout`.
+At most `max_connections` are open: beyond that the oldest idle one is closed to
+make room, or, when every one is busy, the newcomer gets a 503 (descriptors are
+finite and shared with the daemon's gRPC side).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class HttpServer:
         max_request_bytes: int = 64 * 1024,
         header_timeout: float = 10.0,
         idle_timeout: float = 30.0,
+        max_connections: int = 1024,
     ) -> None:
         self._handler = handler
         self.name = name
@@ -62,9 +66,10 @@ class HttpServer:
         self._max_body = max_request_bytes
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
         self._servers: list[asyncio.AbstractServer] = []
         self._busy: set[asyncio.Task] = set()
-        self._idle: set[asyncio.Task] = set()
+        self._idle: dict[asyncio.Task, None] = {}  # insertion-ordered: the oldest idle is closed first
         self._closing = False
         self.listening: list[str] = []
         """Where it listens, for logs and tests: `host:port`, `unix:path`, `socket:name`."""
@@ -96,7 +101,7 @@ class HttpServer:
             _, pending = await asyncio.wait(set(self._busy), timeout=grace)
             for task in pending:
                 task.cancel()
-        remaining = self._busy | self._idle
+        remaining = self._busy | set(self._idle)
         if remaining:
             await asyncio.wait(remaining, timeout=1.0)
         for server in self._servers:
@@ -106,8 +111,11 @@ class HttpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._idle.add(task)
         peer = _peer_name(writer)
+        if not self._make_room():
+            await self._refuse(reader, writer, peer)
+            return
+        self._idle[task] = None
         try:
             while not self._closing:
                 if not await self._one_exchange(reader, writer, task, peer):
@@ -117,14 +125,41 @@ class HttpServer:
         except Exception:  # noqa: BLE001 - a connection must never take the server down
             log.exception("%s: connection from %s failed", self.name, peer)
         finally:
-            self._idle.discard(task)
+            self._idle.pop(task, None)
             self._busy.discard(task)
+            writer.close()
+
+    def _make_room(self) -> bool:
+        """Whether a new connection fits, after closing the oldest idle one if it must."""
+        if len(self._idle) + len(self._busy) < self._max_connections:
+            return True
+        oldest = next(iter(self._idle), None)
+        if oldest is None:
+            return False
+        self._idle.pop(oldest)
+        oldest.cancel()
+        return True
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        """503, then a lingering close: closing over the unread request would reset the
+        connection and the client could lose the answer."""
+        log.warning("%s: %d connections busy, refusing %s", self.name, len(self._busy), peer)
+        try:
+            writer.write(_encode(error_response(503, "too many connections"), False, False))
+            await writer.drain()
+            writer.write_eof()
+            async with asyncio.timeout(1.0):
+                while await reader.read(MAX_REQUEST_LINE):
+                    pass
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
             writer.close()
 
     async def _one_exchange(self, reader, writer, task: asyncio.Task, peer: str) -> bool:
         """Reads one request and answers it; returns whether the connection stays open."""
         first = await _first_line(reader, self._idle_timeout)
-        self._idle.discard(task)
+        self._idle.pop(task, None)
         self._busy.add(task)
         started = time.perf_counter()
         if not first:
@@ -144,7 +179,7 @@ class HttpServer:
         keep_alive = keep_alive and not self._closing
         await self._send(writer, request, response, keep_alive, peer, started, first)
         self._busy.discard(task)
-        self._idle.add(task)
+        self._idle[task] = None
         return keep_alive
 
     async def _read_request(self, first: bytes, reader, writer) -> tuple[HttpRequest, bool]:
