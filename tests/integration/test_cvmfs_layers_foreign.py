@@ -163,3 +163,35 @@ async def test_serving_foreign_layers_at_once_does_not_apply_deletions(layout, o
     with mounted(await cvmfs.prepare("container", top), tmp_path / "m") as rootfs:
         assert (rootfs / "data" / "gone.txt").exists() and whiteout_files(rootfs)
     assert scanner.started == 0
+
+
+def drop_from_layout(base, layer) -> str:
+    """The repository stops publishing a layer (CVMFS garbage collection, an NFS clean-up)."""
+    hex_digest = parse_digest(layer.digest)
+    shutil.rmtree(os.path.join(base, ".layers", hex_digest[:2], hex_digest))
+    return hex_digest
+
+
+async def test_cleanup_reclaims_the_shadows_of_a_layer_gone_from_the_layout(layout, opened):
+    image, base = layout
+    cvmfs, scanner = await opened()
+    await first_sight(cvmfs, scanner, image)
+    gone = drop_from_layout(base, image.layers[2])
+    await cvmfs.cleanup()
+    assert not os.path.exists(scanner.cache.path(gone))
+    assert sorted(os.listdir(scanner.cache.dir)) == sorted(parse_digest(layer.digest) for layer in image.layers[:2])
+    for layer in image.layers[:2]:  # still in the layout: kept for the next pull
+        assert scanner.lookup(parse_digest(layer.digest)) is not None
+
+
+async def test_cleanup_keeps_the_shadows_a_snapshot_still_mounts(layout, opened, tmp_path):
+    image, base = layout
+    cvmfs, scanner = await opened()
+    await first_sight(cvmfs, scanner, image)
+    top = await unpack_remote(cvmfs, image)
+    gone = drop_from_layout(base, image.layers[2])
+    await cvmfs.cleanup()
+    assert scanner.lookup(gone) is not None  # chain-2 still uses them: unavailable now, usable if it returns
+    await cvmfs.remove(top)
+    await cvmfs.cleanup()
+    assert not os.path.exists(scanner.cache.path(gone))

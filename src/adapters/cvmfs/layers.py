@@ -133,3 +133,13 @@ class CvmfsLayerStore:
     async def reachable(self, path: str) -> bool:
         """Whether an adopted layer directory is still there (CVMFS may drop it, NFS may hang up)."""
         return await asyncio.to_thread(os.path.isdir, path)
+
+    async def reclaim_shadows(self, in_use: set[str]) -> list[str]:
+        """Whiteout shadows of layers gone from the layout and used by no snapshot (`in_use`:
+        digests hex); a layer being scanned right now is left alone."""
+        if self.scanner is None:
+            return []
+        keep = in_use | set(self.scanner.scans)
+        return await asyncio.to_thread(
+            self.scanner.cache.reclaim, keep, lambda hex_digest: os.path.isdir(self.layer_path(hex_digest))
+        )

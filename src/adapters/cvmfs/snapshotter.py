@@ -171,7 +171,18 @@ class CvmfsSnapshotter:
         return self._inner.walk(filters)
 
     async def cleanup(self) -> None:
+        """The local snapshotter's Cleanup, then the whiteout shadows that can serve nothing more."""
         await self._inner.cleanup()
+        in_use: set[str] = set()
+        async for info in self._inner.walk([f'labels."{REMOTE_LABEL}"']):
+            try:
+                hex_digest = digest_from_labels(info.labels)
+            except DomainError:
+                continue  # conflicting digest labels: adopted by nothing of ours
+            if hex_digest:
+                in_use.add(hex_digest)
+        for hex_digest in await self._store.reclaim_shadows(in_use):
+            log.info("reclaimed the whiteout shadows of layer %s (gone from the layout, unused)", hex_digest)
 
 
 def adopted_name(key: str, target: str) -> str:

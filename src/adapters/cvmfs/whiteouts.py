@@ -26,6 +26,7 @@ import shutil
 import stat
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from snapmux.adapters.durable import fsync_dir
@@ -105,6 +106,27 @@ class ShadowCache:
             shutil.rmtree(aside, ignore_errors=True)
         os.rename(staged, target)
         fsync_dir(self.dir)
+
+    def reclaim(self, keep: set[str], layer_present: Callable[[str], bool]) -> list[str]:
+        """Blocking: removes the shadows no snapshot uses (not in `keep`) of layers that left the
+        repository; those can serve nothing more. A present layer's shadows stay: they spare its
+        next pull a download and a full scan, at the cost of a few empty files. Each goes aside
+        first (rename), so a kill mid-delete leaves only a `.tmp-*` that startup purges."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        reclaimed = []
+        for name in sorted(names):
+            if name.startswith(TMP_PREFIX) or name in keep or layer_present(name):
+                continue
+            aside = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=self.dir)
+            os.rename(self.path(name), os.path.join(aside, "old"))
+            shutil.rmtree(aside, ignore_errors=True)
+            reclaimed.append(name)
+        if reclaimed:
+            fsync_dir(self.dir)
+        return reclaimed
 
     def purge_partial(self) -> None:
         """At startup: scans killed mid-way left `.tmp-*` directories nobody will finish."""
