@@ -7,9 +7,11 @@ process; the real http-address-resolver; a demux-snapshotter process. Clients ru
 prepare/stat/mounts/list/remove cycles, 1 and 64 at a time, along three paths:
   plain : gRPC straight to the snapshotter's unix socket (no vsock at all)
   direct: gRPC through our VsockForwarder + the stand-in (what the demux itself does)
+  relay : gRPC to `bench/grpc_relay.py`, a do-nothing pass-through over the same forwarder path
   demux : gRPC to the demux, which routes by key prefix through its forwarder + the stand-in
 Reported: median and p99 per operation, demux/direct median ratio (target <= 1.25),
-and direct/plain (the cost of the vsock path: forwarder + the Python stand-in).
+demux/relay (the demux's own work above the floor of any Python gRPC proxy), and
+direct/plain (the cost of the vsock path: forwarder + the Python stand-in).
 
 Part 2, N namespaces: one process serving N vsock stand-ins in front of in-memory
 snapshotters behind real gRPC; the demux connects to all N; reported: its RSS
@@ -142,13 +144,17 @@ async def part_one(work: Path, iterations: int) -> None:
         demux_sock = str(work / "demux.sock")
         demux = spawn(stack, ["demux-snapshotter", "--config", str(demux_config(work, demux_sock, resolver.url)),
                               "--log-level", "warning"], demux_sock, work / "demux.log")
+        relay_sock = str(work / "relay.sock")
+        spawn(stack, [sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", relay_sock,
+                      "--vsock", vsock, "--port", str(PORT)], relay_sock, work / "relay.log")
 
         connector = VsockSnapshotterConnector(timeout=10, retry_interval=0.05)
         direct = await connector.connect("bench", SnapshotterAddress("unix", vsock, PORT))
         plain_channel = grpc.aio.insecure_channel(f"unix://{vm_sock}")
         demux_channel = grpc.aio.insecure_channel(f"unix://{demux_sock}")
+        relay_channel = grpc.aio.insecure_channel(f"unix://{relay_sock}")
         paths = {"plain": GrpcSnapshotService(plain_channel), "direct": direct,
-                 "demux": GrpcSnapshotService(demux_channel)}
+                 "relay": GrpcSnapshotService(relay_channel), "demux": GrpcSnapshotService(demux_channel)}
         try:
             for name, client in paths.items():  # warm up every path (connections, caches)
                 await run_clients(client, f"bench/warm-{name}", 4, 3)
@@ -161,20 +167,23 @@ async def part_one(work: Path, iterations: int) -> None:
         finally:
             await plain_channel.close()
             await demux_channel.close()
+            await relay_channel.close()
             await direct.close()
             await connector.close()
 
 
 def report(concurrency: int, results: dict[str, dict[str, list[float]]]) -> None:
     print(f"\n{concurrency} concurrent client(s): median / p99 in ms")
-    print(f"{'op':8} {'plain':>15} {'direct':>15} {'demux':>15} {'demux/direct':>13} {'direct/plain':>13}")
-    for op in OPS:
-        stats = {name: summary(results[name][op]) for name in results}
+    print(f"{'op':8} " + " ".join(f"{name:>15}" for name in results)
+          + f" {'demux/direct':>13} {'demux/relay':>12} {'direct/plain':>13}")
+    for op in [*OPS, "all ops"]:
+        samples = {name: [s for o in OPS for s in timings[o]] if op == "all ops" else timings[op]
+                   for name, timings in results.items()}
+        stats = {name: summary(values) for name, values in samples.items()}
+        median = {name: m for name, (m, _) in stats.items()}
         print(f"{op:8} " + " ".join(f"{m:7.2f}/{p:7.2f}" for m, p in stats.values())
-              + f" {stats['demux'][0] / stats['direct'][0]:13.2f} {stats['direct'][0] / stats['plain'][0]:13.2f}")
-    every = {name: summary([s for op in OPS for s in results[name][op]]) for name in results}
-    print(f"{'all ops':8} " + " ".join(f"{m:7.2f}/{p:7.2f}" for m, p in every.values())
-          + f" {every['demux'][0] / every['direct'][0]:13.2f} {every['direct'][0] / every['plain'][0]:13.2f}")
+              + f" {median['demux'] / median['direct']:13.2f} {median['demux'] / median['relay']:12.2f}"
+              + f" {median['direct'] / median['plain']:13.2f}")
 
 
 async def serve_vms(folder: Path, count: int) -> None:
