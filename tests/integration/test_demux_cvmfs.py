@@ -5,15 +5,19 @@ containerd answers a remote snapshot (AlreadyExists on Prepare) with a namespace
 ref label and parent, fanned out over every VM, and records the first match's name as the layer's
 backend key. Both VMs hold the same layers, so this checks that each namespace's layers are named
 in and routed to its own VM only (also when both pull at once), that nothing is downloaded, and
-that GC in one namespace removes its VM's snapshots and leaves the other's alone.
+that GC in one namespace removes its VM's snapshots and leaves the other's alone. The kubelet's
+path too: containerd's CRI plugin (namespace k8s.io, `cri.layer-digest` labels) pulling through
+the demux into the k8s.io VM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +30,8 @@ from snapmux.domain.model import Info, Kind
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
 from tests.support.conformance import REPO
-from tests.support.containerd import Containerd, wait_until
+from tests.support.containerd import Containerd, CriConfig, wait_until
+from tests.support.cri import pull_image
 from tests.support.images import WHITEOUT_IMAGE_LISTING, BuiltImage, whiteout_image
 from tests.support.registry import Registry
 
@@ -75,8 +80,8 @@ class Stack:
         return [path for layer in self.image.layers for path in self.registry.blob_fetches(layer.digest, since)]
 
 
-@pytest.fixture
-def stack(tmp_path, daemons):
+@contextlib.contextmanager
+def demux_over_vms(tmp_path, daemons, vms, cri: bool = False) -> Iterator[Stack]:
     require_root()
     require_binaries("containerd", "ctr", "ctr-remote", "runc", "skopeo", "docker-registry", "cvmfs-snapshotter",
                      "demux-snapshotter", "http-address-resolver")
@@ -87,12 +92,26 @@ def stack(tmp_path, daemons):
         reference = registry.push(image.layout, image.tag, "snapmux/whiteouts:v1")
         assert publish(["--plain-http", "--target", str(layout), reference]) == 0
         argv = [sys.executable, "-m", "tests.support.demux_stack", "--root", str(root), "--socket", listen,
-                "--log-level", "debug", *(arg for ns in VMS for arg in ("--vm", ns))]
+                "--log-level", "debug", *(arg for ns in vms for arg in ("--vm", ns))]
         # every VM's cvmfs-snapshotter serves the layout (as every VM would mount the same repository)
         env = {**os.environ, "PYTHONPATH": str(REPO), "SNAPMUX_CVMFS_ABSOLUTE_MOUNTPOINT": str(layout)}
         daemons.start(argv, tmp_path / "stack.log", lambda: unix_socket_listening(listen), env=env)
-        with Containerd.start(tmp_path / "containerd", {SNAPSHOTTER: listen}) as containerd:
+        cri_config = CriConfig(SNAPSHOTTER, plain_http_registries=(registry.host,)) if cri else None
+        with Containerd.start(tmp_path / "containerd", {SNAPSHOTTER: listen}, cri=cri_config) as containerd:
             yield Stack(root, registry, containerd, image, reference)
+
+
+@pytest.fixture
+def stack(tmp_path, daemons):
+    with demux_over_vms(tmp_path, daemons, VMS) as built:
+        yield built
+
+
+@pytest.fixture
+def cri_stack(tmp_path, daemons):
+    """containerd's CRI plugin (namespace k8s.io) pulling through the demux; k8s.io has its own VM."""
+    with demux_over_vms(tmp_path, daemons, ("k8s.io", "vm-b"), cri=True) as built:
+        yield built
 
 
 def assert_vm_holds_only_its_own_remote_layers(stack: Stack, namespace: str) -> None:
@@ -131,3 +150,11 @@ def test_concurrent_pulls_of_the_same_layers_each_land_in_their_own_vm(stack):
         assert stack.run(namespace) == WHITEOUT_IMAGE_LISTING.split()
         assert_vm_holds_only_its_own_remote_layers(stack, namespace)
     assert stack.layer_fetches(mark) == []
+
+
+def test_a_cri_pull_through_the_demux_lands_remote_in_the_k8s_namespaces_vm(cri_stack):
+    mark = cri_stack.registry.mark()
+    assert pull_image(cri_stack.containerd.address, cri_stack.reference).startswith("sha256:")
+    assert cri_stack.layer_fetches(mark) == []
+    assert_vm_holds_only_its_own_remote_layers(cri_stack, "k8s.io")
+    assert cri_stack.in_vm("vm-b") == []

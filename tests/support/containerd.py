@@ -5,7 +5,8 @@
         containerd.ctr("run", "--rm", "--snapshotter", "cvmfs", image, "c1", "sh", "-c", "echo hi")
 
 containerd 1.6 runs with its own config, root, state and grpc socket; the CRI
-plugin is disabled; each proxy snapshotter becomes a `[proxy_plugins.NAME]`.
+plugin is disabled unless `cri=CriConfig(...)` asks for it (image pulls only: no CNI, no
+pods); each proxy snapshotter becomes a `[proxy_plugins.NAME]`.
 Teardown kills the process group and the shims it spawned for this instance,
 lazily unmounts whatever is left under the temp dir, then deletes it.
 """
@@ -114,6 +115,16 @@ def _pids_with_argument(text: str) -> list[int]:
     return pids
 
 
+@dataclass(frozen=True)
+class CriConfig:
+    """CRI as a kubelet's containerd runs it for a remote snapshotter: layers unpacked into
+    `snapshotter` with snapshot annotations on (containerd 1.6 defaults them off), images
+    from plain-HTTP loopback registries."""
+
+    snapshotter: str
+    plain_http_registries: tuple[str, ...] = ()
+
+
 @dataclass
 class Containerd:
     base: Path
@@ -124,11 +135,12 @@ class Containerd:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, base: Path, proxy_snapshotters: Mapping[str, str] = (), namespace: str = "snapmux-test") -> Iterator[Containerd]:
+    def start(cls, base: Path, proxy_snapshotters: Mapping[str, str] = (), namespace: str = "snapmux-test",
+              cri: CriConfig | None = None) -> Iterator[Containerd]:
         base.mkdir(parents=True, exist_ok=True)
         address = str(base / "containerd.sock")
         config = base / "config.toml"
-        config.write_text(containerd_config(base, address, dict(proxy_snapshotters)))
+        config.write_text(containerd_config(base, address, dict(proxy_snapshotters), cri))
         daemon = Daemon(["containerd", "--config", str(config), "--log-level", "info"], base / "containerd.log")
         instance = cls(base, daemon, address, namespace)
         try:
@@ -160,12 +172,13 @@ class Containerd:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def containerd_config(base: Path, address: str, proxy_snapshotters: Mapping[str, str]) -> str:
+def containerd_config(base: Path, address: str, proxy_snapshotters: Mapping[str, str],
+                      cri: CriConfig | None = None) -> str:
     lines = [
         "version = 2",
         f'root = "{base / "root"}"',
         f'state = "{base / "state"}"',
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+        "disabled_plugins = []" if cri else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
         "[grpc]",
         f'  address = "{address}"',
         "[ttrpc]",
@@ -179,7 +192,27 @@ def containerd_config(base: Path, address: str, proxy_snapshotters: Mapping[str,
     ]
     for name, socket_path in proxy_snapshotters.items():
         lines += [f"[proxy_plugins.{name}]", '  type = "snapshot"', f'  address = "{socket_path}"']
+    if cri:
+        lines += _cri_config(base, cri)
     return "\n".join(lines) + "\n"
+
+
+def _cri_config(base: Path, cri: CriConfig) -> list[str]:
+    plugin = '[plugins."io.containerd.grpc.v1.cri"'
+    lines = [
+        f"{plugin}]",
+        '  stream_server_address = "127.0.0.1"',
+        '  stream_server_port = "0"',
+        f"{plugin}.containerd]",
+        f'  snapshotter = "{cri.snapshotter}"',
+        "  disable_snapshot_annotations = false",
+        f"{plugin}.cni]",
+        f'  bin_dir = "{base / "cni-bin"}"',
+        f'  conf_dir = "{base / "cni-conf"}"',
+    ]
+    for host in cri.plain_http_registries:
+        lines += [f'{plugin}.registry.mirrors."{host}"]', f'  endpoint = ["http://{host}"]']
+    return lines
 
 
 BUSYBOX = "/bin/busybox"
