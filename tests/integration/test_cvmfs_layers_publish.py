@@ -1,9 +1,11 @@
 """`cvmfs-snapshotter publish` killed -9 in the middle of a layer: nothing half-written is ever
 available, and the next run cleans up and finishes. The layer blob is a FIFO we feed by hand,
-so the kill lands mid-extraction every time."""
+so the kill lands mid-extraction every time. And publishing from a registry that demands
+bearer tokens (as every public one does), through a token gate in front of docker-registry."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import subprocess
@@ -11,9 +13,12 @@ import subprocess
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
+from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries
 from tests.support.containerd import wait_until
 from tests.support.images import whiteout_image
+from tests.support.registry import Registry
+from tests.support.token_gate import SERVICE, TokenGate
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +66,36 @@ def test_kill_9_mid_layer_leaves_nothing_available_and_the_rerun_finishes(tmp_pa
     assert "published 3 layer(s)" in done.stdout
     assert all(store.check_now(parse_digest(layer.digest)).published for layer in image.layers)
     assert glob.glob(str(target / ".layers" / "*" / ".tmp-*")) == []
+
+
+@pytest.fixture
+def registry(tmp_path):
+    require_binaries("docker-registry", "skopeo")
+    with Registry.start(tmp_path / "registry") as started:
+        yield started
+
+
+async def test_publishes_from_a_registry_that_wants_anonymous_bearer_tokens(registry, tmp_path):
+    image = whiteout_image(str(tmp_path / "oci"))
+    registry.push(image.layout, image.tag, "library/tokens:v1")
+    layout = tmp_path / "layout"
+    async with TokenGate.start(registry.host) as gate:
+        argv = ["--plain-http", "--target", str(layout), f"{gate.host}/library/tokens:v1"]
+        assert await asyncio.to_thread(publish, argv) == 0
+    assert gate.challenged  # it did ask for a token
+    assert gate.token_requests == [{"service": SERVICE, "scope": "repository:library/tokens:pull"}]  # once, reused
+    store = CvmfsLayerStore(str(layout))
+    for layer in image.layers:
+        assert os.path.isdir(store.layer_path(parse_digest(layer.digest)))
+
+
+async def test_a_refused_token_fails_the_publish_by_name_and_writes_nothing(registry, tmp_path, capsys):
+    image = whiteout_image(str(tmp_path / "oci"))
+    registry.push(image.layout, image.tag, "library/private:v1")
+    layout = tmp_path / "layout"
+    async with TokenGate.start(registry.host, refuse_tokens=True) as gate:
+        argv = ["--plain-http", "--target", str(layout), f"{gate.host}/library/private:v1"]
+        assert await asyncio.to_thread(publish, argv) == 1
+    error = capsys.readouterr().err
+    assert f"token service http://{gate.host}/token" in error and "refused an anonymous token: HTTP 403" in error
+    assert not glob.glob(str(layout / ".layers" / "*" / "*" / "layerfs"))

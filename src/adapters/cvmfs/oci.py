@@ -22,6 +22,7 @@ from typing import IO
 import httpx
 
 from snapmux.adapters.cvmfs.layers import parse_digest
+from snapmux.adapters.cvmfs.registry_auth import BearerTokenAuth
 from snapmux.domain.errors import InvalidArgumentError, NotFoundError
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -127,7 +128,8 @@ class OciArchiveSource(ImageSource):
 
 
 class RegistrySource(ImageSource):
-    """Registry v2 HTTP API, anonymous; `plain_http` for a loopback test registry."""
+    """Registry v2 HTTP API, anonymous (with bearer tokens where the registry asks for them);
+    `plain_http` for a loopback test registry."""
 
     ACCEPT = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
 
@@ -139,7 +141,8 @@ class RegistrySource(ImageSource):
         self.ref = found["digest"] or found["tag"] or "latest"
         scheme = "http" if plain_http else "https"
         self._manifests: dict[str, bytes] = {}
-        self.client = httpx.Client(base_url=f"{scheme}://{found['host']}/v2/", follow_redirects=True, timeout=60)
+        self.client = httpx.Client(base_url=f"{scheme}://{found['host']}/v2/", follow_redirects=True, timeout=60,
+                                   auth=BearerTokenAuth())
 
     def top_descriptor(self) -> dict:
         return {"digest": self.ref if self.ref.startswith("sha256:") else self._manifest_digest(self.ref)}
