@@ -62,3 +62,12 @@ class SnapshotterConnector(Protocol):
     """Opens a client to the remote snapshotter a resolver pointed at."""
 
     async def connect(self, namespace: str, address: SnapshotterAddress) -> RemoteSnapshotter: ...
+
+
+@runtime_checkable
+class NamespaceMemory(Protocol):
+    """Where the demux keeps, across restarts, the namespaces whose VMs it has reached."""
+
+    async def load(self) -> frozenset[str]: ...
+
+    async def save(self, namespaces: frozenset[str]) -> None: ...

@@ -293,3 +293,32 @@ async def test_a_paused_vm_is_dropped_by_the_health_poll_and_its_hung_call_fails
     vm.vsock.resume()
     await stack.recovers("vm-a/1/a")
     assert (await stack.client.stat("vm-a/1/a")).kind == Kind.ACTIVE
+
+
+async def until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_a_restarted_demux_dials_the_vms_it_knew_so_gc_still_reaches_them(stack):
+    await prepared(stack)
+    assert stack.demux.stop() == 0
+    known = stack.folder / "known-namespaces.json"
+    assert json.loads(known.read_text()) == {"namespaces": ["vm-a", "vm-b"]}
+    del stack.resolver.addresses["vm-b"]  # vm-b's VM went away while the demux was down
+    listen = str(stack.folder / "demux.sock")
+    stack.demux.start(lambda: unix_socket_listening(listen))
+    async with grpc.aio.insecure_channel(f"unix://{listen}") as channel:
+        client = GrpcSnapshotService(channel, timeout=CLIENT_DEADLINE)
+
+        async def gc_walk_sees_vm_a() -> bool:  # namespace-less, as containerd's GC; no call since the restart
+            return {info.name async for info in client.walk()} == {"vm-a/1/a"}
+
+        await until(gc_walk_sees_vm_a, "the restarted demux never reconnected vm-a")
+
+    async def vm_b_forgotten() -> bool:
+        return json.loads(known.read_text()) == {"namespaces": ["vm-a"]}
+
+    await until(vm_b_forgotten, "vm-b, unknown to the resolver, stayed remembered")

@@ -46,6 +46,15 @@ def test_defaults_without_a_file(monkeypatch):
     assert settings.snapshotter.mount_type_prefix == "vm:"
     assert (settings.snapshotter.dialer.timeout, settings.snapshotter.dialer.retry_interval) == (5.0, 0.1)
     assert settings.snapshotter.metrics.ports == (9000, 9999) and not settings.snapshotter.metrics.enable
+    assert settings.known_namespaces_path == "/var/lib/demux-snapshotter/known-namespaces.json"
+
+
+@pytest.mark.parametrize(("line", "path"), [
+    ('known_namespaces_file = "/srv/demux/known.json"', "/srv/demux/known.json"),
+    ('known_namespaces_file = ""', None),  # off: a restart reaches only the VMs containerd calls again
+])
+def test_where_the_reached_namespaces_are_remembered(tmp_path, line, path):
+    assert load_settings(config(tmp_path, f"[snapshotter.cache]\n{line}\n")).known_namespaces_path == path
 
 
 def test_the_go_originals_file_keeps_working(tmp_path):

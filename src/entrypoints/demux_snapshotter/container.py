@@ -2,6 +2,7 @@
 
     resolver (HTTP) ─┐
     connector (vsock)┴─> remotes (per-namespace client cache, listeners) ─> router ─> server
+    known namespaces (JSON file) ─┘  dialled again at startup, so GC reaches them after a restart
 
 Lifecycles are async Resources; `main.run` starts them in that order and stops
 them in reverse: server first (stop accepting, let in-flight calls finish), then
@@ -17,6 +18,7 @@ dropped. Wire one by overriding the `listeners` provider, e.g.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -29,8 +31,10 @@ from prometheus_client import CollectorRegistry
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
 from snapmux.adapters.resolver.http_client import HttpAddressResolver
+from snapmux.adapters.state.namespace_file import JsonFileNamespaceMemory
 from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
 from snapmux.application.metrics import MeasuredSnapshotService
+from snapmux.application.known_namespaces import KnownNamespaces, reconnect_known
 from snapmux.application.metrics_demux import MeasuredAddressResolver, MeasuredSnapshotterConnector
 from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSnapshotterListener
 from snapmux.application.routing import NamespaceRouter
@@ -65,19 +69,28 @@ async def remote_snapshotters(
     connector: SnapshotterConnector,
     listeners: Sequence[RemoteSnapshotterListener],
     settings: CacheSettings,
+    known: KnownNamespaces,
 ) -> AsyncIterator[RemoteSnapshotterCache]:
+    """The client cache; VMs reached before a restart are dialled again in the background."""
     cache = RemoteSnapshotterCache(
         resolver,
         connector,
-        listeners,
+        [*listeners, known],
         evict_on_connection_failure=settings.evict_on_connection_failure,
         poll_interval=settings.poll_connection_frequency,
     )
     await cache.start()
+    reconnecting = asyncio.create_task(reconnect_known(cache, known, await known.load()), name="reconnect-known")
     try:
         yield cache
     finally:
+        reconnecting.cancel()
+        await asyncio.gather(reconnecting, return_exceptions=True)
         await cache.close()
+
+
+def namespace_memory(path: str | None) -> JsonFileNamespaceMemory | None:
+    return JsonFileNamespaceMemory(path) if path else None
 
 
 async def snapshots_server(snapshots: SnapshotService, address: str) -> AsyncIterator[grpc.aio.Server]:
@@ -110,12 +123,18 @@ class Container(containers.DeclarativeContainer):
 
     connector = providers.Resource(vsock_connector, settings.provided.snapshotter.dialer)
 
+    known_namespaces = providers.Singleton(
+        KnownNamespaces,
+        providers.Callable(namespace_memory, settings.provided.known_namespaces_path),
+    )
+
     remotes = providers.Resource(
         remote_snapshotters,
         providers.Singleton(MeasuredAddressResolver, resolver, metrics),
         providers.Singleton(MeasuredSnapshotterConnector, connector, metrics),
         listeners,
         settings.provided.snapshotter.cache,
+        known_namespaces,
     )
 
     router = providers.Singleton(

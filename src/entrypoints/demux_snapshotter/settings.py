@@ -18,6 +18,7 @@ implementation's spellings, shown in comments, are accepted too):
     [snapshotter.cache]
     evict_on_connection_failure = true
     poll_connection_frequency = "60s"
+    known_namespaces_file = "..."    # default: known-namespaces.json beside the listener socket; "" off
     [snapshotter.metrics]
     enable = false
     host = "127.0.0.1"               # where proxies and SD listen; the Go original used 0.0.0.0
@@ -36,6 +37,7 @@ key or bad value stops the daemon with one line naming the key.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -122,6 +124,8 @@ class DialerSettings(_Section):
 class CacheSettings(_Section):
     evict_on_connection_failure: bool = True
     poll_connection_frequency: Duration = 60.0
+    known_namespaces_file: str | None = None
+    """Namespaces reached before a restart, dialled again at startup (for GC); "" turns it off."""
 
 
 class ServiceDiscoverySettings(_Section):
@@ -191,6 +195,14 @@ class DemuxSettings(LayeredSettings):
     @property
     def resolver(self) -> ResolverSettings:
         return self.snapshotter.proxy.address.resolver
+
+    @property
+    def known_namespaces_path(self) -> str | None:
+        """Where the namespaces reached are remembered: as configured, else beside the socket."""
+        configured = self.snapshotter.cache.known_namespaces_file
+        if configured is None:
+            return os.path.join(os.path.dirname(self.snapshotter.listener.address), "known-namespaces.json")
+        return configured or None
 
 
 def load_settings(config_file: str | None = None, log_level: str | None = None) -> DemuxSettings:
