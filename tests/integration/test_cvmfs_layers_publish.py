@@ -6,7 +6,9 @@ bearer tokens (as every public one does), through a token gate in front of docke
 from __future__ import annotations
 
 import asyncio
+import base64
 import glob
+import json
 import os
 import subprocess
 
@@ -97,5 +99,22 @@ async def test_a_refused_token_fails_the_publish_by_name_and_writes_nothing(regi
         argv = ["--plain-http", "--target", str(layout), f"{gate.host}/library/private:v1"]
         assert await asyncio.to_thread(publish, argv) == 1
     error = capsys.readouterr().err
-    assert f"token service http://{gate.host}/token" in error and "refused an anonymous token: HTTP 403" in error
+    assert f"token service http://{gate.host}/token" in error and "refused a token: HTTP 403" in error
     assert not glob.glob(str(layout / ".layers" / "*" / "*" / "layerfs"))
+
+
+async def test_publishes_a_private_image_with_the_credentials_of_an_auth_file(registry, tmp_path):
+    image = whiteout_image(str(tmp_path / "oci"))
+    registry.push(image.layout, image.tag, "team/private:v1")
+    layout, authfile = tmp_path / "layout", tmp_path / "auth.json"
+    async with TokenGate.start(registry.host, credentials=("builder", "s3cret:with-colon")) as gate:
+        source = f"{gate.host}/team/private:v1"
+        anonymous = ["--plain-http", "--authfile", "", "--target", str(layout), source]
+        assert await asyncio.to_thread(publish, anonymous) == 1  # the token service wants credentials
+        auth = base64.b64encode(b"builder:s3cret:with-colon").decode()
+        authfile.write_text(json.dumps({"auths": {f"http://{gate.host}": {"auth": auth}}}))
+        assert await asyncio.to_thread(publish, ["--plain-http", "--authfile", str(authfile), "--target",
+                                                  str(layout), source]) == 0
+    store = CvmfsLayerStore(str(layout))
+    for layer in image.layers:
+        assert os.path.isdir(store.layer_path(parse_digest(layer.digest)))

@@ -5,8 +5,9 @@
 
 Without `Authorization: Bearer <token>` every /v2/ request gets 401 and the challenge
 `Bearer realm="http://<gate>/token",service=...,scope="repository:<repo>:pull"`; `/token` hands
-out an anonymous token (or refuses, with `refuse_tokens`). Authorized requests are forwarded
-to the registry unchanged. What it saw is kept for the test to check.
+out a token: to anyone, or only with Basic `credentials` (a private repository), or to no one
+(`refuse_tokens`). Authorized requests are forwarded to the registry unchanged. What it saw is
+kept for the test to check.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ _REPO = re.compile(r"^/v2/(?P<repo>.+)/(?:manifests|blobs)/[^/]+$")
 
 
 class TokenGate:
-    def __init__(self, upstream: str, refuse_tokens: bool = False) -> None:
+    def __init__(self, upstream: str, refuse_tokens: bool = False, credentials: tuple[str, str] | None = None) -> None:
         self.upstream = httpx.AsyncClient(base_url=f"http://{upstream}", timeout=60)
         self.refuse_tokens = refuse_tokens
+        self.basic = httpx.BasicAuth(*credentials) if credentials else None
         self.token = secrets.token_hex(16)
         self.token_requests: list[dict[str, str]] = []
         self.challenged: list[str] = []
@@ -35,8 +37,9 @@ class TokenGate:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, upstream: str, refuse_tokens: bool = False) -> AsyncIterator[TokenGate]:
-        gate = cls(upstream, refuse_tokens)
+    async def start(cls, upstream: str, refuse_tokens: bool = False,
+                    credentials: tuple[str, str] | None = None) -> AsyncIterator[TokenGate]:
+        gate = cls(upstream, refuse_tokens, credentials)
         server = HttpServer(gate.handle, name="token-gate", access_log=False)
         gate.host = f"127.0.0.1:{await server.start_tcp('127.0.0.1', 0)}"
         try:
@@ -48,11 +51,19 @@ class TokenGate:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/token":
             self.token_requests.append({key: values[0] for key, values in request.query.items()})
-            return error_response(403, "denied") if self.refuse_tokens else json_response(200, {"token": self.token})
+            if self.refuse_tokens or not self._credentials_match(request):
+                return error_response(403, "denied")
+            return json_response(200, {"token": self.token})
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return self._challenge(request.path)
         answer = await self.upstream.get(request.raw_target, headers={"Accept": request.headers.get("accept", "*/*")})
         return HttpResponse(answer.status_code, answer.content, answer.headers.get("content-type", ""))
+
+    def _credentials_match(self, request: HttpRequest) -> bool:
+        if self.basic is None:
+            return True
+        expected = next(self.basic.auth_flow(httpx.Request("GET", "http://gate/"))).headers["Authorization"]
+        return request.headers.get("authorization") == expected
 
     def _challenge(self, path: str) -> HttpResponse:
         self.challenged.append(path)

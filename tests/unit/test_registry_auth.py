@@ -1,12 +1,21 @@
-"""Parsing a registry's token challenge and its token answer: bad ones are named, never a crash."""
+"""Parsing a registry's token challenge, its token answer and auth files: bad ones are named, never a crash."""
 
 from __future__ import annotations
+
+import base64
+import json
 
 import httpx
 import pytest
 
-from snapmux.adapters.cvmfs.registry_auth import bearer_challenge, token_from, token_request
-from snapmux.domain.errors import UnavailableError
+from snapmux.adapters.cvmfs.registry_auth import (
+    bearer_challenge,
+    credentials_for,
+    default_authfile,
+    token_from,
+    token_request,
+)
+from snapmux.domain.errors import InvalidArgumentError, UnavailableError
 
 HUB = 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull"'
 
@@ -41,7 +50,7 @@ def test_either_token_field_is_taken(document, key):
 
 
 @pytest.mark.parametrize("response, message", [
-    (httpx.Response(403, json={"error": "denied"}), "refused an anonymous token: HTTP 403"),
+    (httpx.Response(403, json={"error": "denied"}), "refused a token: HTTP 403"),
     (httpx.Response(200, content=b"not json"), "answered without a token"),
     (httpx.Response(200, json=["token"]), "answered without a token"),
     (httpx.Response(200, json={"token": ""}), "answered without a token"),
@@ -51,3 +60,60 @@ def test_a_bad_token_answer_names_the_realm_and_scope(response, message):
     with pytest.raises(UnavailableError, match=message) as raised:
         token_from(response, {"realm": "https://auth/token", "scope": "repository:r:pull"})
     assert "https://auth/token (scope repository:r:pull)" in str(raised.value)
+
+
+def auth_file(tmp_path, auths) -> str:
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"auths": auths}))
+    return str(path)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize("key", ["registry.example", "https://registry.example", "https://registry.example/v2/"])
+def test_credentials_are_found_under_any_spelling_docker_writes(tmp_path, key):
+    path = auth_file(tmp_path, {key: {"auth": b64("user:pa:ss")}, "other.example": {"auth": b64("x:y")}})
+    assert credentials_for("registry.example", path) == ("user", "pa:ss")
+    assert credentials_for("third.example", path) is None
+
+
+def test_docker_hub_logins_serve_pulls_from_registry_1(tmp_path):
+    path = auth_file(tmp_path, {"https://index.docker.io/v1/": {"auth": b64("hubuser:token")}})
+    assert credentials_for("registry-1.docker.io", path) == ("hubuser", "token")
+
+
+def test_no_auth_file_means_anonymous():
+    assert credentials_for("registry.example", None) is None and credentials_for("registry.example", "") is None
+
+
+@pytest.mark.parametrize("content", [
+    "{not json",
+    json.dumps({"auths": {"registry.example": {"auth": "%%% not base64"}}}),
+    json.dumps({"auths": {"registry.example": {}}}),
+    json.dumps({"auths": {"registry.example": {"auth": b64("no-colon")}}}),
+    json.dumps({"auths": ["registry.example"]}),
+])
+def test_a_bad_auth_file_is_named_not_a_crash(tmp_path, content):
+    path = tmp_path / "auth.json"
+    path.write_text(content)
+    with pytest.raises(InvalidArgumentError, match=f"auth file {path}"):
+        credentials_for("registry.example", str(path))
+
+
+def test_a_missing_auth_file_is_named(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="nope.json"):
+        credentials_for("registry.example", str(tmp_path / "nope.json"))
+
+
+def test_the_auth_file_defaults_to_registry_auth_file_then_docker_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    assert default_authfile() is None
+    docker = tmp_path / ".docker" / "config.json"
+    docker.parent.mkdir()
+    docker.write_text("{}")
+    assert default_authfile() == str(docker)
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", "/run/containers/0/auth.json")
+    assert default_authfile() == "/run/containers/0/auth.json"

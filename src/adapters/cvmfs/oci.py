@@ -22,7 +22,7 @@ from typing import IO
 import httpx
 
 from snapmux.adapters.cvmfs.layers import parse_digest
-from snapmux.adapters.cvmfs.registry_auth import BearerTokenAuth
+from snapmux.adapters.cvmfs.registry_auth import RegistryAuth, credentials_for
 from snapmux.domain.errors import InvalidArgumentError, NotFoundError
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -128,12 +128,12 @@ class OciArchiveSource(ImageSource):
 
 
 class RegistrySource(ImageSource):
-    """Registry v2 HTTP API, anonymous (with bearer tokens where the registry asks for them);
-    `plain_http` for a loopback test registry."""
+    """Registry v2 HTTP API: anonymous, or with the host's entry in `authfile` (a containers/docker
+    auth file); bearer tokens where the registry asks for them; `plain_http` for a loopback registry."""
 
     ACCEPT = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
 
-    def __init__(self, reference: str, spool_dir: str, plain_http: bool = False) -> None:
+    def __init__(self, reference: str, spool_dir: str, plain_http: bool = False, authfile: str | None = None) -> None:
         found = _REF.match(reference)
         if not found:
             raise InvalidArgumentError(f"image reference {reference!r} is not host/repository[:tag][@digest]")
@@ -142,7 +142,7 @@ class RegistrySource(ImageSource):
         scheme = "http" if plain_http else "https"
         self._manifests: dict[str, bytes] = {}
         self.client = httpx.Client(base_url=f"{scheme}://{found['host']}/v2/", follow_redirects=True, timeout=60,
-                                   auth=BearerTokenAuth())
+                                   auth=RegistryAuth(credentials_for(found["host"], authfile)))
 
     def top_descriptor(self) -> dict:
         return {"digest": self.ref if self.ref.startswith("sha256:") else self._manifest_digest(self.ref)}
@@ -181,10 +181,10 @@ class RegistrySource(ImageSource):
             yield spool
 
 
-def open_source(spec: str, spool_dir: str, plain_http: bool = False) -> ImageSource:
+def open_source(spec: str, spool_dir: str, plain_http: bool = False, authfile: str | None = None) -> ImageSource:
     """`oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, or a registry reference (`docker://` optional)."""
     for prefix, cls in (("oci:", OciLayoutSource), ("oci-archive:", OciArchiveSource)):
         if spec.startswith(prefix):
             path, _, tag = spec[len(prefix) :].partition(":")
             return cls(path, tag or None)
-    return RegistrySource(spec.removeprefix("docker://"), spool_dir, plain_http)
+    return RegistrySource(spec.removeprefix("docker://"), spool_dir, plain_http, authfile)

@@ -3,6 +3,7 @@
     cvmfs-snapshotter publish --target /srv/layers oci:/path/to/layout:tag
     cvmfs-snapshotter publish --target /srv/layers oci-archive:/path/image.tar:tag
     cvmfs-snapshotter publish --target /srv/layers --plain-http 127.0.0.1:5000/repo:tag
+    cvmfs-snapshotter publish --target /srv/layers --authfile auth.json registry.example/private/app:1
 
 The target is any directory the snapshotter's `absolute-mountpoint` will point at (a
 CVMFS publisher's transaction, NFS, a local disk). Safe to re-run and to interrupt.
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from snapmux.adapters.cvmfs.oci import ImageSource, open_source
 from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport
+from snapmux.adapters.cvmfs.registry_auth import default_authfile
 
 
 def publish_image(source: ImageSource, publisher: LayoutPublisher) -> PublishReport:
@@ -34,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("image", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or HOST/REPO[:TAG|@DIGEST]")
     parser.add_argument("--target", required=True, help="root of the layout (gets .layers/<xx>/<hex>/layerfs)")
     parser.add_argument("--plain-http", action="store_true", help="talk to the registry over http")
+    parser.add_argument("--authfile", default=default_authfile(),
+                        help="registry credentials, containers/docker auth.json format (default: $REGISTRY_AUTH_FILE, "
+                             "else ~/.docker/config.json if present; none: anonymous)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -43,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     target = os.path.abspath(args.target)
     try:
-        source = open_source(args.image, os.path.join(target, ".layers"), args.plain_http)
+        source = open_source(args.image, os.path.join(target, ".layers"), args.plain_http, args.authfile)
         report = publish_image(source, LayoutPublisher(target))
     except Exception as error:  # noqa: BLE001 - bad tars, registries, json: a message, not a trace
         print(f"publish failed: {type(error).__name__}: {error}", file=sys.stderr)
