@@ -101,11 +101,16 @@ class ShadowCache:
     def _replace(self, staged: str, target: str) -> None:
         """A leftover at `target` (partial by an older version, or vanished trees) goes aside first."""
         if os.path.lexists(target):
-            aside = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=self.dir)
-            os.rename(target, os.path.join(aside, "old"))
-            shutil.rmtree(aside, ignore_errors=True)
+            self._discard(target)
         os.rename(staged, target)
         fsync_dir(self.dir)
+
+    def _discard(self, path: str) -> None:
+        """Renamed into a `.tmp-old-*` directory first, so a kill mid-delete leaves only what
+        `purge_partial` clears at the next start, never a half-deleted result in place."""
+        aside = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=self.dir)
+        os.rename(path, os.path.join(aside, "old"))
+        shutil.rmtree(aside, ignore_errors=True)
 
     def reclaim(self, keep: set[str], layer_present: Callable[[str], bool]) -> list[str]:
         """Blocking: removes the shadows no snapshot uses (not in `keep`) of layers that left the
@@ -120,9 +125,7 @@ class ShadowCache:
         for name in sorted(names):
             if name.startswith(TMP_PREFIX) or name in keep or layer_present(name):
                 continue
-            aside = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=self.dir)
-            os.rename(self.path(name), os.path.join(aside, "old"))
-            shutil.rmtree(aside, ignore_errors=True)
+            self._discard(self.path(name))
             reclaimed.append(name)
         if reclaimed:
             fsync_dir(self.dir)
