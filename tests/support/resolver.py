@@ -6,7 +6,7 @@
     with running_resolver(tmp_path, shim_base_dir=some_dir) as daemon: ...
 
 The daemon listens on 127.0.0.1 port 0; the helper reads the bound port from its
-log and then polls /healthz until it answers, within a deadline.
+log and then polls /healthz until it answers (200, or 503 while its backend is down), within a deadline.
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def wait_until_ready(process: subprocess.Popen, log_path: Path, timeout: float) 
 
 
 def _healthy(url: str) -> bool:
+    """Answering at all: /healthz is 503 while the backend cannot answer (a test may want that)."""
     try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code in (200, 503)
     except httpx.HTTPError:
         return False
 
