@@ -16,6 +16,7 @@ from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
 from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.http.server import HttpServer
+from snapmux.adapters.local.vsock_bridge import SocketBridge
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
 from snapmux.adapters.resolver.firecracker_control import FirecrackerControlAddressResolver
 from snapmux.adapters.resolver.http_api import AddressApi
@@ -185,3 +186,27 @@ def test_notify_sends_one_datagram_to_a_path_or_an_abstract_socket(tmp_path):
 def test_notify_without_systemd_sends_nothing_and_a_dead_socket_is_not_fatal(tmp_path):
     assert not notify(READY, {})
     assert not notify(READY, {"NOTIFY_SOCKET": str(tmp_path / "nobody")})
+
+
+async def test_health_crosses_the_vsock_bridge_up_to_the_final_not_serving(tmp_path):
+    """The bridge forwards the same server (an AF_UNIX listener stands in for AF_VSOCK, same code)."""
+    health, private, front = SnapshotsHealth(), str(tmp_path / "private.sock"), str(tmp_path / "front.sock")
+    server = await start_unix_snapshots_server(InMemorySnapshotService(), private, health=health)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(front)
+    listener.listen()
+    bridge = SocketBridge(listener, private)
+    await bridge.start()
+    await health.serving()
+    channel = grpc.aio.insecure_channel(f"unix://{front}")
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        assert await check(stub, SNAPSHOTS_SERVICE) == Status.SERVING
+        watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        assert (await watch.read()).status == Status.SERVING
+        await health.stopping()  # before the bridge closes, as the daemon's shutdown does
+        assert (await watch.read()).status == Status.NOT_SERVING
+    finally:
+        await channel.close()
+        await bridge.close()
+        await server.stop(None)
