@@ -38,7 +38,8 @@ def check(channel: grpc.Channel, service: str = "") -> int:
 def stopped_with_a_final_not_serving(daemon, channel: grpc.Channel, notify: NotifySocket) -> None:
     """SIGTERM with a Watch open: the watcher hears NOT_SERVING and its stream ends, the daemon
     exits 0, and systemd heard READY=1 then STOPPING=1."""
-    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SNAPSHOTS_SERVICE))
+    request = health_pb2.HealthCheckRequest(service=SNAPSHOTS_SERVICE)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(request, timeout=60)
     assert next(watch).status == Status.SERVING
     daemon.process.send_signal(signal.SIGTERM)
     assert next(watch).status == Status.NOT_SERVING
