@@ -169,9 +169,10 @@ async def test_demux_sd_port_answers_healthz_from_the_serving_state():
             answers.append(await client.get("/healthz"))
             await health.stopping()
             answers.append(await client.get("/healthz"))
+            answers.append(await client.post("/healthz"))
     finally:
         await discovery.stop()
-    assert [a.status_code for a in answers] == [503, 200, 503]
+    assert [a.status_code for a in answers] == [503, 200, 503, 405]
     assert answers[2].json() == {"status": "unavailable", "error": "shutting down"}
 
 

@@ -83,10 +83,10 @@ class ServiceDiscoveryServer:
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/metrics" and self._own_metrics is not None:
             return await self._own_metrics(request)
-        if request.path == HEALTH_PATH:
-            return await healthz(self._health)
-        if request.path != "/":
+        if request.path not in ("/", HEALTH_PATH):
             return error_response(404, f"no such path {request.path!r}; service discovery is at /")
         if request.method not in ("GET", "HEAD"):
-            return error_response(405, "service discovery is read with GET", (("Allow", "GET, HEAD"),))
+            return error_response(405, f"{request.path} is read with GET", (("Allow", "GET, HEAD"),))
+        if request.path == HEALTH_PATH:
+            return await healthz(self._health)
         return json_response(200, render(self._targets(), self._own_target))
