@@ -71,3 +71,12 @@ class NamespaceMemory(Protocol):
     async def load(self) -> frozenset[str]: ...
 
     async def save(self, namespaces: frozenset[str]) -> None: ...
+
+
+@runtime_checkable
+class HealthCheck(Protocol):
+    """Whether a daemon (or the backend it depends on) can answer right now, for probes."""
+
+    async def check(self) -> None:
+        """Returns when healthy; raises `UnavailableError` saying why not."""
+        ...

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable
 
+from snapmux.adapters.systemd_notify import READY, STOPPING, notify
 from snapmux.entrypoints.settings_sources import ConfigError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,11 +41,14 @@ class StopSignals:
             loop.add_signal_handler(signum, self._stop.set)
 
     async def serve_until_signalled(self, log: logging.Logger, ready: Iterable[str]) -> None:
-        """Logs the `ready` lines, then returns on the first signal."""
+        """Logs the `ready` lines and tells systemd (READY=1: every listener is up), then returns
+        on the first signal, having told systemd the daemon is stopping (STOPPING=1)."""
         for line in ready:
             log.info("%s", line)
+        notify(READY)
         await self._stop.wait()
         log.info("shutting down")
+        notify(STOPPING)
 
 
 def exit_on(prog: str, start: Callable[[], object]) -> int:

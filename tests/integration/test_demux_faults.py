@@ -238,7 +238,9 @@ async def test_in_vm_snapshotter_killed_and_restarted(stack):
     message = await unavailable(stack.client.stat("vm-a/1/a"))
     assert f"{vm.vsock.uds_path} port {PORT}" in message
     assert (await stack.client.stat("vm-b/1/b")).kind == Kind.ACTIVE
-    vm.start_snapshotter()
+    # in a thread: waiting for it to listen must not stall this loop, which runs vm-b's vsock
+    # stand-in (a stalled stand-in fails the demux's health poll and vm-b is dropped)
+    await asyncio.to_thread(vm.start_snapshotter)
     await stack.recovers("vm-a/1/a")
     assert {i.name async for i in stack.client.walk()} >= {"vm-a/1/a", "vm-b/1/b"}
 

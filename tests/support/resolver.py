@@ -6,7 +6,7 @@
     with running_resolver(tmp_path, shim_base_dir=some_dir) as daemon: ...
 
 The daemon listens on 127.0.0.1 port 0; the helper reads the bound port from its
-log and then polls /healthz until it answers, within a deadline.
+log and then polls /healthz until it answers (200, or 503 while its backend is down), within a deadline.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class ResolverDaemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> int:
+        """SIGTERM and the exit status (the context manager's exit then has nothing left to do)."""
+        return stop(self.process)
+
 
 def command() -> list[str]:
     """The installed console script when present, else the module (same code)."""
@@ -63,13 +67,14 @@ def write_config(directory: Path, *, static: Mapping | None = None, shim_base_di
 
 @contextmanager
 def running_resolver(directory: Path, *, static: Mapping | None = None, shim_base_dir: str | Path | None = None,
-                     config: Path | None = None, extra_toml: str = "", timeout: float = 20.0) -> Iterator[ResolverDaemon]:
+                     config: Path | None = None, extra_toml: str = "", timeout: float = 20.0,
+                     env: Mapping[str, str] | None = None) -> Iterator[ResolverDaemon]:
     directory.mkdir(parents=True, exist_ok=True)
     config = config or write_config(directory, static=static, shim_base_dir=shim_base_dir, extra_toml=extra_toml)
     log_path = directory / "resolver.log"
     with open(log_path, "wb") as log_file:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPMUX_RESOLVER_")}
-        process = subprocess.Popen([*command(), "--config", str(config)], stdout=log_file, stderr=log_file, env=env)
+        environ = {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith("SNAPMUX_RESOLVER_")}
+        process = subprocess.Popen([*command(), "--config", str(config)], stdout=log_file, stderr=log_file, env=environ)
     try:
         url = wait_until_ready(process, log_path, timeout)
         yield ResolverDaemon(url, process, log_path, config)
@@ -93,8 +98,9 @@ def wait_until_ready(process: subprocess.Popen, log_path: Path, timeout: float) 
 
 
 def _healthy(url: str) -> bool:
+    """Answering at all: /healthz is 503 while the backend cannot answer (a test may want that)."""
     try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code in (200, 503)
     except httpx.HTTPError:
         return False
 

@@ -11,6 +11,9 @@ from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_p
 from snapmux.adapters.pb.containerd.api.types import mount_pb2
 from snapmux.domain.model import Info, Kind, Mount, Usage
 
+SNAPSHOTS_SERVICE = pb.DESCRIPTOR.services_by_name["Snapshots"].full_name
+"""containerd.services.snapshots.v1.Snapshots: the gRPC service name, as health checks and method paths spell it."""
+
 
 def _timestamp(when: datetime) -> Timestamp:
     stamp = Timestamp()

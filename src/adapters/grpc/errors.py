@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
 from snapmux.domain import errors as e
 from snapmux.domain.deadlines import current_deadline, deadline_in
 from snapmux.domain.namespaces import current_namespace
@@ -104,13 +105,16 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
     return handler
 
 
+SNAPSHOTS_METHODS = f"/{SNAPSHOTS_SERVICE}/"
+
+
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps domain errors to status codes and exposes the caller's namespace and deadline to the port."""
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or not handler_call_details.method.startswith(SNAPSHOTS_METHODS):
+            return handler  # e.g. grpc.health.v1: its own codes, no namespace
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer

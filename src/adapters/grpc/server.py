@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import grpc
 
 from snapmux.adapters.grpc.errors import DomainErrorInterceptor
+from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer
 from snapmux.domain.ports import SnapshotService
 
@@ -46,8 +47,11 @@ def grpc_target(address: str) -> str:
 
 
 def new_snapshots_server(
-    service: SnapshotService, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    service: SnapshotService,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    health: SnapshotsHealth | None = None,
 ) -> grpc.aio.Server:
+    """The snapshots API, and beside it the standard health service when `health` is given."""
     server = grpc.aio.server(
         interceptors=[*interceptors, DomainErrorInterceptor()],
         options=[
@@ -56,14 +60,19 @@ def new_snapshots_server(
         ],
     )
     add_snapshots_servicer(server, service)
+    if health is not None:
+        health.add_to(server)
     return server
 
 
 async def start_unix_snapshots_server(
-    service: SnapshotService, path: str, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    service: SnapshotService,
+    path: str,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    health: SnapshotsHealth | None = None,
 ) -> grpc.aio.Server:
     prepare_unix_socket_path(path)
-    server = new_snapshots_server(service, interceptors)
+    server = new_snapshots_server(service, interceptors, health)
     server.add_insecure_port(f"unix://{os.path.abspath(path)}")
     await server.start()
     return server

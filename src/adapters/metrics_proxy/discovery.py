@@ -3,7 +3,8 @@
 `GET /` answers `[{"targets": ["127.0.0.1:<port>"], "labels": {...}}]`, one entry
 per proxied VM with the resolver's labels plus `namespace`, and one for the
 demux itself, whose own metrics are `/metrics` on this same port (so a single
-`http_sd_configs` job scrapes everything). Label names Prometheus would reject
+`http_sd_configs` job scrapes everything). `/healthz` there tells probes whether the demux
+serves (see `adapters.http.health`). Label names Prometheus would reject
 are rewritten (`vm.id` -> `vm_id`); reserved `__` names are dropped.
 """
 
@@ -12,9 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from snapmux.adapters.http.health import PATH as HEALTH_PATH
+from snapmux.adapters.http.health import healthz
 from snapmux.adapters.http.messages import Handler, HttpRequest, HttpResponse, error_response, json_response
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.proxy import ProxyTarget, advertised_host, join_host_port
+from snapmux.domain.ports import HealthCheck
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 DEMUX_LABELS = {"daemon": "demux-snapshotter"}
@@ -59,8 +63,9 @@ class ServiceDiscoveryServer:
         host: str = "127.0.0.1",
         port: int = 8080,
         advertise_host: str | None = None,
+        health: HealthCheck | None = None,
     ) -> None:
-        self._targets, self._own_metrics = targets, own_metrics
+        self._targets, self._own_metrics, self._health = targets, own_metrics, health
         self._host, self._port = host, port
         self._advertise = advertise_host or advertised_host(host)
         self._own_target: str | None = None
@@ -78,8 +83,10 @@ class ServiceDiscoveryServer:
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/metrics" and self._own_metrics is not None:
             return await self._own_metrics(request)
-        if request.path != "/":
+        if request.path not in ("/", HEALTH_PATH):
             return error_response(404, f"no such path {request.path!r}; service discovery is at /")
         if request.method not in ("GET", "HEAD"):
-            return error_response(405, "service discovery is read with GET", (("Allow", "GET, HEAD"),))
+            return error_response(405, f"{request.path} is read with GET", (("Allow", "GET, HEAD"),))
+        if request.path == HEALTH_PATH:
+            return await healthz(self._health)
         return json_response(200, render(self._targets(), self._own_target))

@@ -41,6 +41,10 @@ class FirecrackerControlAddressResolver:
         self._ports = (snapshotter_port, metrics_port)
         self._service = service
 
+    async def check(self) -> None:
+        """Healthy while the control plugin's ttrpc socket accepts a connection (kept for calls)."""
+        await self._client.connected()
+
     async def resolve(self, namespace: str) -> SnapshotterAddress:
         validate_namespace(namespace)
         request = firecracker_pb2.GetVMInfoRequest(VMID=namespace).SerializeToString()

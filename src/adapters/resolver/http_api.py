@@ -1,7 +1,8 @@
 """The resolver agent's HTTP API over any `AddressResolver`.
 
 `GET /address?namespace=<ns>` answers the address document (see `wire`);
-`GET /healthz` answers whether the process serves. Status codes follow the
+`GET /healthz` answers whether the backend can answer now (see `adapters.http.health`:
+200, or 503 naming the reason), not merely that the process runs. Status codes follow the
 domain error: invalid namespace 400, unknown 404, anything else from the backend
 503. The backend's own failures must never turn into a 500, so anything
 unexpected is logged and answered as 503 too.
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import logging
 
+from snapmux.adapters.http.health import PATH as HEALTH_PATH
+from snapmux.adapters.http.health import healthz
 from snapmux.adapters.http.messages import HttpRequest, HttpResponse, error_response, json_response
 from snapmux.adapters.resolver.wire import address_to_json
 from snapmux.domain.errors import DomainError, InvalidArgumentError, NotFoundError
 from snapmux.domain.namespaces import validate_namespace
-from snapmux.domain.ports import AddressResolver
+from snapmux.domain.ports import AddressResolver, HealthCheck
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +38,16 @@ def namespace_parameter(request: HttpRequest) -> str:
 
 
 class AddressApi:
-    def __init__(self, resolver: AddressResolver) -> None:
-        self._resolver = resolver
+    def __init__(self, resolver: AddressResolver, health: HealthCheck | None = None) -> None:
+        self._resolver, self._health = resolver, health
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path not in ("/address", "/healthz"):
+        if request.path not in ("/address", HEALTH_PATH):
             return error_response(404, f"no such endpoint: {request.path[:100]!r}")
         if request.method != "GET":
             return error_response(405, f"method {request.method} not allowed", ALLOW)
-        if request.path == "/healthz":
-            return json_response(200, {"status": "ok"})
+        if request.path == HEALTH_PATH:
+            return await healthz(self._health)
         return await self._address(request)
 
     async def _address(self, request: HttpRequest) -> HttpResponse:

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 
-from snapmux.domain.errors import NotFoundError
+from snapmux.domain.errors import NotFoundError, UnavailableError
 from snapmux.domain.model import SnapshotterAddress
 from snapmux.domain.namespaces import validate_namespace
 
@@ -48,6 +48,12 @@ class ShimBaseAddressResolver:
             raise NotFoundError(f"VM {namespace!r}: {path} is outside the shim base directory")
         return path
 
+    async def check(self) -> None:
+        """Healthy while the shim base directory can be searched: without it every VM is "not found"."""
+        problem = await asyncio.to_thread(_unusable_directory, self._base)
+        if problem:
+            raise UnavailableError(f"shim base directory {self._base} {problem}")
+
     async def resolve(self, namespace: str) -> SnapshotterAddress:
         path = self.socket_path(namespace)
         now = time.monotonic()
@@ -61,6 +67,14 @@ class ShimBaseAddressResolver:
         if self._ttl > 0:
             self._found[namespace] = (now + self._ttl, address)
         return address
+
+
+def _unusable_directory(path: str) -> str | None:
+    if not os.path.isdir(path):
+        return "does not exist" if not os.path.lexists(path) else "is not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return "cannot be read"
+    return None
 
 
 def _exists_inside(base: str, path: str) -> bool:

@@ -34,6 +34,7 @@ class StaticFileAddressResolver:
         self._seen: _Signature | None = None
         self._checked = False
         self._error = "not loaded yet"
+        self._failed = True
         self._lock = asyncio.Lock()
 
     async def resolve(self, namespace: str) -> SnapshotterAddress:
@@ -46,6 +47,14 @@ class StaticFileAddressResolver:
         except KeyError:
             raise NotFoundError(f"namespace {namespace!r} is not in {self.path}") from None
 
+    async def check(self) -> None:
+        """Healthy while the file loads: an unreadable or broken file is reported even while the
+        last good map still answers, so the operator hears of it before the next restart."""
+        await self._refresh()
+        if self._failed:
+            kept = "; the last good map still answers" if self._map is not None else ""
+            raise UnavailableError(f"address file {self.path} cannot be used: {self._error}{kept}")
+
     async def _refresh(self) -> None:
         if self._checked and _signature(self.path) == self._seen:
             return
@@ -55,9 +64,10 @@ class StaticFileAddressResolver:
                 return
             try:
                 self._map = await asyncio.to_thread(self._load)
+                self._failed = False
                 log.info("loaded %d addresses from %s", len(self._map), self.path)
             except (OSError, ValueError, DomainError) as error:
-                self._error = str(error)
+                self._error, self._failed = _reason(error), True
                 kept = "keeping the last good map" if self._map is not None else "no map to serve"
                 log.error("cannot load address file %s (%s): %s", self.path, kept, error)
             # Marked seen only now, so concurrent first lookups wait for the load instead of
@@ -94,3 +104,8 @@ def _signature(path: str) -> _Signature | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _reason(error: Exception) -> str:
+    """`No such file or directory`, not `[Errno 2] No such file or directory: '<path>'` (the path is said)."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -111,6 +111,14 @@ class TtrpcClient:
             raise status_error(response.status, what)
         return response.payload
 
+    async def connected(self) -> None:
+        """Dials unless a live connection exists: whether the far side can answer now (health)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._connect()
+        except TimeoutError:
+            raise e.UnavailableError(f"ttrpc {self.path}: cannot connect within {self.timeout}s") from None
+
     async def _connect(self) -> _Connection:
         async with self._dialing:
             if self._connection is not None and self._connection.failure is None:

@@ -23,6 +23,7 @@ from snapmux.adapters.cvmfs.layers import CvmfsLayerStore
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
+from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.local.mounts import MountOptions
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
@@ -77,10 +78,10 @@ class Listening:
 
 
 @contextlib.asynccontextmanager
-async def _bridged(snapshots: SnapshotService, port: int) -> AsyncIterator[Listening]:
+async def _bridged(snapshots: SnapshotService, port: int, health: SnapshotsHealth) -> AsyncIterator[Listening]:
     private = tempfile.mkdtemp(prefix="cvmfs-snapshotter-")
     try:
-        server = await start_unix_snapshots_server(snapshots, os.path.join(private, "grpc.sock"))
+        server = await start_unix_snapshots_server(snapshots, os.path.join(private, "grpc.sock"), health=health)
         bridge = SocketBridge(vsock_listener(port), os.path.join(private, "grpc.sock"))
         await bridge.start()
         yield Listening(server, f"vsock://{port}", bridge)
@@ -88,18 +89,23 @@ async def _bridged(snapshots: SnapshotService, port: int) -> AsyncIterator[Liste
         shutil.rmtree(private, ignore_errors=True)
 
 
-async def snapshots_server(snapshots: SnapshotService, address: str) -> AsyncIterator[Listening]:
-    """Serves until shutdown, then lets in-flight calls finish (up to the grace period)."""
+async def snapshots_server(
+    snapshots: SnapshotService, address: str, health: SnapshotsHealth
+) -> AsyncIterator[Listening]:
+    """Serves until shutdown, then lets in-flight calls finish (up to the grace period). The health
+    service says SERVING from here (the store is open: it is a dependency) until shutdown begins."""
     port = vsock_port(address)
     async with contextlib.AsyncExitStack() as stack:
         if port is None:
-            listening = Listening(await start_unix_snapshots_server(snapshots, address), address)
+            listening = Listening(await start_unix_snapshots_server(snapshots, address, health=health), address)
         else:
-            listening = await stack.enter_async_context(_bridged(snapshots, port))
+            listening = await stack.enter_async_context(_bridged(snapshots, port, health))
         log.info("serving containerd snapshots API on %s", listening.address)
+        await health.serving()
         try:
             yield listening
         finally:
+            await health.stopping()
             if listening.bridge is not None:
                 await listening.bridge.close()
             await listening.server.stop(SHUTDOWN_GRACE_SECONDS)
@@ -121,10 +127,13 @@ class Container(containers.DeclarativeContainer):
 
     metrics = providers.Singleton(PrometheusMetricsRegistry, registry)
 
+    health = providers.Singleton(SnapshotsHealth)
+
     server = providers.Resource(
         snapshots_server,
         providers.Singleton(MeasuredSnapshotService, snapshots, metrics),
         settings.provided.listen_address.call(),
+        health,
     )
 
     # /metrics (off on the host by default, vsock://10001 in a VM); snapshots by kind and usage sampled per scrape

@@ -28,6 +28,7 @@ import grpc
 from dependency_injector import containers, providers
 from prometheus_client import CollectorRegistry
 
+from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
 from snapmux.adapters.resolver.http_client import HttpAddressResolver
@@ -93,13 +94,18 @@ def namespace_memory(path: str | None) -> JsonFileNamespaceMemory | None:
     return JsonFileNamespaceMemory(path) if path else None
 
 
-async def snapshots_server(snapshots: SnapshotService, address: str) -> AsyncIterator[grpc.aio.Server]:
-    """Creates the listener's folder, replaces a stale socket; on shutdown drains, then unlinks."""
-    server = await start_unix_snapshots_server(snapshots, address)
+async def snapshots_server(
+    snapshots: SnapshotService, address: str, health: SnapshotsHealth
+) -> AsyncIterator[grpc.aio.Server]:
+    """Creates the listener's folder, replaces a stale socket; on shutdown drains, then unlinks.
+    Health (gRPC and the SD port's /healthz) is SERVING from listening until shutdown begins."""
+    server = await start_unix_snapshots_server(snapshots, address, health=health)
     log.info("serving containerd snapshots API on %s", address)
+    await health.serving()
     try:
         yield server
     finally:
+        await health.stopping()
         await server.stop(SHUTDOWN_GRACE_SECONDS)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address)
@@ -113,8 +119,15 @@ class Container(containers.DeclarativeContainer):
     metrics = providers.Singleton(PrometheusMetricsRegistry, registry)
 
     # cached-clients gauge, per-VM metrics proxies and the SD server: see entrypoints/demux_snapshotter/metrics.py
+    health = providers.Singleton(SnapshotsHealth)
+
     metrics_listener = providers.Resource(
-        demux_metrics, settings.provided.snapshotter.metrics, settings.provided.snapshotter.dialer, registry, metrics
+        demux_metrics,
+        settings.provided.snapshotter.metrics,
+        settings.provided.snapshotter.dialer,
+        registry,
+        metrics,
+        health,
     )
 
     listeners = providers.List(metrics_listener)
@@ -146,4 +159,4 @@ class Container(containers.DeclarativeContainer):
 
     snapshots = providers.Singleton(MeasuredSnapshotService, router, metrics)
 
-    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener.address)
+    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener.address, health)

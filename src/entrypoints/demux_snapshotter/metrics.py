@@ -22,6 +22,7 @@ from snapmux.application.metrics_demux import RemoteClientsGauge
 from snapmux.application.remote_clients import RemoteSnapshotterListener
 from snapmux.domain import metrics as m
 from snapmux.domain.model import SnapshotterAddress
+from snapmux.domain.ports import HealthCheck
 from snapmux.entrypoints.demux_snapshotter.settings import DialerSettings, MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ class Listeners:
 
 
 async def demux_metrics(
-    settings: MetricsSettings, dialer: DialerSettings, registry: CollectorRegistry, metrics: m.MetricsRegistry
+    settings: MetricsSettings,
+    dialer: DialerSettings,
+    registry: CollectorRegistry,
+    metrics: m.MetricsRegistry,
+    health: HealthCheck | None = None,
 ) -> AsyncIterator[Listeners]:
     listeners: list[RemoteSnapshotterListener] = [RemoteClientsGauge(metrics)]
     proxies = None
@@ -56,10 +61,11 @@ async def demux_metrics(
     if settings.service_discovery.enable:
         targets = proxies.targets if proxies is not None else list
         discovery = ServiceDiscoveryServer(
-            targets, MetricsEndpoint(registry), host=settings.host, port=settings.service_discovery.port
+            targets, MetricsEndpoint(registry), host=settings.host, port=settings.service_discovery.port, health=health
         )
         port = await discovery.start()
-        log.info("Prometheus service discovery on http://%s:%d/ (demux metrics at /metrics)", settings.host, port)
+        log.info("Prometheus service discovery on http://%s:%d/ (demux metrics at /metrics, health at /healthz)",
+                 settings.host, port)
     try:
         yield Listeners(listeners)
     finally:

@@ -1,0 +1,75 @@
+"""The standard gRPC health service (`grpc.health.v1.Health`) of a snapshots server.
+
+`grpc_health_probe`, kubelet gRPC probes and grpc clients' health checking read it.
+The status is NOT_SERVING until the daemon says it listens with everything it needs
+open, SERVING then, and NOT_SERVING for good once it stops. The messages and stubs
+are grpcio-health-checking's; the servicer is ours because the library's aio Watch
+never ends, so one watching client would hold every shutdown for the whole grace
+period: ours sends the final NOT_SERVING and ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
+from snapmux.domain.errors import UnavailableError
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class SnapshotsHealth(health_pb2_grpc.HealthServicer):
+    """The overall status ("") and the snapshots service's, always the same; also the
+    `HealthCheck` port, so HTTP `/healthz` endpoints report the same truth."""
+
+    def __init__(self, services: tuple[str, ...] = (SNAPSHOTS_SERVICE,)) -> None:
+        self._status = dict.fromkeys(("", *services), NOT_SERVING)
+        self._reason = "not listening yet"
+        self._final = False
+        self._changed = asyncio.Condition()
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self, server)
+
+    async def serving(self) -> None:
+        await self._set(SERVING, "")
+
+    async def stopping(self) -> None:
+        await self._set(NOT_SERVING, "shutting down", final=True)
+
+    async def check(self) -> None:
+        if self._status[""] != SERVING:
+            raise UnavailableError(self._reason)
+
+    async def _set(self, status: int, reason: str, *, final: bool = False) -> None:
+        async with self._changed:
+            if self._final:
+                return
+            self._status = dict.fromkeys(self._status, status)
+            self._reason, self._final = reason, final
+            self._changed.notify_all()
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        """Sends the status now and on every change; ends after the final NOT_SERVING."""
+        def status() -> int:
+            return self._status.get(request.service, SERVICE_UNKNOWN)
+
+        sent = None
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: status() != sent or self._final)
+                sent, final = status(), self._final
+            await context.write(health_pb2.HealthCheckResponse(status=sent))
+            if final:
+                return
