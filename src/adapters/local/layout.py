@@ -26,6 +26,7 @@ import tempfile
 import uuid
 
 from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.file_modes import create_private_file, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ class Layout:
         self.metadata_path = os.path.join(self.root, "metadata.db")
 
     def create_root(self) -> None:
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
+        """0700 directories and a 0600 database whatever the umask: snapshots hold images' files."""
+        make_dirs(self.snapshots_dir, 0o700)
+        create_private_file(self.metadata_path)
 
     def lock(self) -> int:
         """One process per root: the in-memory metadata mirror assumes no other writer.

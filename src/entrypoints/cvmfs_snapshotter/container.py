@@ -29,6 +29,7 @@ from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.adapters.local.vsock_bridge import SocketBridge, vsock_listener
 from snapmux.adapters.prometheus.http import metrics_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
+from snapmux.adapters.unix_sockets import SocketAccess
 from snapmux.application.metrics import MeasuredSnapshotService, SnapshotInventory
 from snapmux.domain.ports import SnapshotService
 from snapmux.entrypoints.cvmfs_snapshotter.settings import CvmfsSnapshotterSettings, vsock_port
@@ -78,6 +79,7 @@ class Listening:
 
 @contextlib.asynccontextmanager
 async def _bridged(snapshots: SnapshotService, port: int) -> AsyncIterator[Listening]:
+    """The gRPC server's own socket is 0600 in a 0700 directory: only the bridge dials it."""
     private = tempfile.mkdtemp(prefix="cvmfs-snapshotter-")
     try:
         server = await start_unix_snapshots_server(snapshots, os.path.join(private, "grpc.sock"))
@@ -88,12 +90,16 @@ async def _bridged(snapshots: SnapshotService, port: int) -> AsyncIterator[Liste
         shutil.rmtree(private, ignore_errors=True)
 
 
-async def snapshots_server(snapshots: SnapshotService, address: str) -> AsyncIterator[Listening]:
-    """Serves until shutdown, then lets in-flight calls finish (up to the grace period)."""
+async def snapshots_server(
+    snapshots: SnapshotService, address: str, access: SocketAccess
+) -> AsyncIterator[Listening]:
+    """Serves until shutdown, then lets in-flight calls finish (up to the grace period).
+    A unix socket gets `access`'s mode and group before anyone can connect."""
     port = vsock_port(address)
     async with contextlib.AsyncExitStack() as stack:
         if port is None:
-            listening = Listening(await start_unix_snapshots_server(snapshots, address), address)
+            server = await start_unix_snapshots_server(snapshots, address, access=access)
+            listening = Listening(server, address)
         else:
             listening = await stack.enter_async_context(_bridged(snapshots, port))
         log.info("serving containerd snapshots API on %s", listening.address)
@@ -125,6 +131,7 @@ class Container(containers.DeclarativeContainer):
         snapshots_server,
         providers.Singleton(MeasuredSnapshotService, snapshots, metrics),
         settings.provided.listen_address.call(),
+        settings.provided.socket_access.call(),
     )
 
     # /metrics (off on the host by default, vsock://10001 in a VM); snapshots by kind and usage sampled per scrape
@@ -134,4 +141,5 @@ class Container(containers.DeclarativeContainer):
         settings.provided.metrics_listen_address.call(),
         providers.List(providers.Singleton(SnapshotInventory, snapshots, metrics).provided.sample),
         "cvmfs-snapshotter-metrics",
+        settings.provided.socket_access.call(),
     )

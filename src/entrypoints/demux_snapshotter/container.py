@@ -40,7 +40,13 @@ from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSna
 from snapmux.application.routing import NamespaceRouter
 from snapmux.domain.ports import AddressResolver, SnapshotService, SnapshotterConnector
 from snapmux.entrypoints.demux_snapshotter.metrics import demux_metrics
-from snapmux.entrypoints.demux_snapshotter.settings import CacheSettings, DemuxSettings, DialerSettings, ResolverSettings
+from snapmux.entrypoints.demux_snapshotter.settings import (
+    CacheSettings,
+    DemuxSettings,
+    DialerSettings,
+    ListenerSettings,
+    ResolverSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +99,11 @@ def namespace_memory(path: str | None) -> JsonFileNamespaceMemory | None:
     return JsonFileNamespaceMemory(path) if path else None
 
 
-async def snapshots_server(snapshots: SnapshotService, address: str) -> AsyncIterator[grpc.aio.Server]:
-    """Creates the listener's folder, replaces a stale socket; on shutdown drains, then unlinks."""
-    server = await start_unix_snapshots_server(snapshots, address)
+async def snapshots_server(snapshots: SnapshotService, listener: ListenerSettings) -> AsyncIterator[grpc.aio.Server]:
+    """Creates the listener's folder, replaces a stale socket, sets the socket's mode and group
+    before anyone can connect; on shutdown drains, then unlinks."""
+    address = listener.address
+    server = await start_unix_snapshots_server(snapshots, address, access=listener.access)
     log.info("serving containerd snapshots API on %s", address)
     try:
         yield server
@@ -146,4 +154,4 @@ class Container(containers.DeclarativeContainer):
 
     snapshots = providers.Singleton(MeasuredSnapshotService, router, metrics)
 
-    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener.address)
+    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener)
