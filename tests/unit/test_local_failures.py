@@ -144,7 +144,7 @@ async def test_remove_deletes_its_directory_in_the_background_and_close_waits(tm
 
 async def test_one_process_per_root(tmp_path):
     first = await OverlaySnapshotter.open(str(tmp_path / "root"))
-    with pytest.raises(OSError, match="another snapshotter"):
+    with pytest.raises(OSError, match="another cvmfs-snapshotter uses root"):
         await OverlaySnapshotter.open(str(tmp_path / "root"))
     await first.close()
     again = await OverlaySnapshotter.open(str(tmp_path / "root"))

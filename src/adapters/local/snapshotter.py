@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -24,6 +25,7 @@ from snapmux.adapters.local.cache import MetadataCache
 from snapmux.adapters.local.layout import Layout, delete_tree
 from snapmux.adapters.local.mounts import MountOptions, mounts_for
 from snapmux.adapters.local.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
+from snapmux.adapters.local.store_checks import RESTORE, UnusableStoreError
 from snapmux.adapters.local.usage import disk_usage
 from snapmux.adapters.local.writer import BatchingWriter, Written
 from snapmux.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
@@ -74,7 +76,12 @@ class OverlaySnapshotter:
             layout.create_root()
             lock = layout.lock()
             try:
-                snapshotter = cls(layout, SqliteMetadataStore(layout.metadata_path), MountOptions.detect())
+                store = SqliteMetadataStore(layout.metadata_path, expect_snapshots=layout.has_snapshot_dirs())
+                snapshotter = cls(layout, store, MountOptions.detect())
+            except (sqlite3.DatabaseError, ValueError, KeyError) as error:  # rows that do not decode
+                os.close(lock)
+                raise UnusableStoreError(f"metadata store {layout.metadata_path} is corrupt ({error}): {RESTORE}") \
+                    from None
             except BaseException:
                 os.close(lock)
                 raise
