@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from snapmux.adapters.durable import out_of_space
 from snapmux.adapters.local.cache import MetadataCache
 from snapmux.adapters.local.layout import Layout, delete_tree
 from snapmux.adapters.local.mounts import MountOptions, mounts_for
@@ -101,8 +102,15 @@ class OverlaySnapshotter:
             self._lock = None
 
     async def _write(self, function: Callable[..., Written[T]], *args: object) -> T:
-        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction."""
-        return await self._writer.submit(lambda tx: function(tx, *args))
+        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction. A full disk
+        (a directory not made, a COMMIT refused) leaves nothing behind and says so to the caller."""
+        try:
+            return await self._writer.submit(lambda tx: function(tx, *args))
+        except (OSError, sqlite3.Error) as error:
+            full = out_of_space(error, self.layout.root)
+            if full is None:
+                raise
+            raise full from None
 
     async def _read(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(function, *args))

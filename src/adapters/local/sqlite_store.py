@@ -243,10 +243,11 @@ class SqliteMetadataStore:
         db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield Transaction(db)
+            db.execute("COMMIT" if write else "ROLLBACK")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # also after a failed COMMIT (disk full): or every later BEGIN fails
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT" if write else "ROLLBACK")
 
     def query(self) -> Transaction:
         """No explicit transaction: for reads that are a single statement (each sees the latest commit)."""
