@@ -82,27 +82,45 @@ def bind_unix(path: str, access: SocketAccess, bind: Callable[[str], T]) -> T:
     """Runs `bind(private_path)`, sets the socket's mode and group, then renames it to `path`.
 
     `path`'s folder is created (with `access.dir_mode`) when missing. Returns what `bind` returns.
+    After the bind everything goes through descriptors of the directories as created, never
+    through a name someone else could swap for a symlink (the folder may be writable by others).
     """
     path = os.path.abspath(path)
-    folder = os.path.dirname(path)
+    folder, name = os.path.split(path)
     make_dirs(folder, access.dir_mode, access.gid)
     check_replaceable(path)
     private = tempfile.mkdtemp(prefix=".", dir=folder)  # 0700 whatever the umask
-    staged = os.path.join(private, "s")
+    folder_fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    private_fd = os.open(private, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        staged = os.path.join(private, "s")
         if len(os.fsencode(staged)) > MAX_PATH_BYTES:
             raise OSError(errno.ENAMETOOLONG, f"socket path too long to bind safely (max {MAX_PATH_BYTES - 11}"
                           " bytes with a short file name)", path)
         bound = bind(staged)
-        os.chmod(staged, access.mode)
-        if access.gid is not None:
-            os.chown(staged, -1, access.gid)
-        os.rename(staged, path)
+        _restrict(private_fd, access)
+        os.rename("s", name, src_dir_fd=private_fd, dst_dir_fd=folder_fd)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged)  # a bind that failed half-way
-        os.rmdir(private)
+            os.unlink("s", dir_fd=private_fd)  # a bind that failed half-way
+        with contextlib.suppress(OSError):
+            os.rmdir(private)
+        os.close(private_fd)
+        os.close(folder_fd)
     return bound
+
+
+def _restrict(private_fd: int, access: SocketAccess) -> None:
+    """chmod/chown the bound socket itself: Linux has no lchmod, so through an O_PATH descriptor."""
+    fd = os.open("s", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=private_fd)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "the bound socket was replaced before its mode was set")
+        os.chmod(f"/proc/self/fd/{fd}", access.mode)
+        if access.gid is not None:
+            os.chown(f"/proc/self/fd/{fd}", -1, access.gid)
+    finally:
+        os.close(fd)
 
 
 def unix_listener(path: str, access: SocketAccess = OWNER_ONLY, backlog: int = 128) -> socket.socket:

@@ -12,7 +12,7 @@ from snapmux.adapters.local.layout import Layout
 from snapmux.adapters.local.mounts import MountOptions
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.adapters.local.sqlite_store import SqliteMetadataStore
-from snapmux.domain.errors import NotFoundError
+from snapmux.domain.errors import NotFoundError, ResourceExhaustedError
 
 
 class FailingLayout(Layout):
@@ -74,7 +74,7 @@ async def test_a_failed_create_leaves_no_row_and_no_directory(parts, step):
     await snapshotter.prepare("a")
     before = entries(layout)
     layout.fail.add(step)
-    with pytest.raises(OSError):
+    with pytest.raises(ResourceExhaustedError, match="disk full: .*injected failure"):  # the injected errno is ENOSPC
         await snapshotter.prepare("b")
     with pytest.raises(NotFoundError):
         await snapshotter.stat("b")

@@ -113,3 +113,19 @@ async def test_grpc_http_and_forwarder_sockets_are_0600_under_umask_000(tmp_path
         await forwarder.close()
         await http.stop()
         await server.stop(None)
+
+
+def test_a_socket_swapped_for_a_symlink_is_never_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    os.chmod(victim, 0o640)
+
+    def bind_then_swap(staged: str) -> None:
+        socket.socket(socket.AF_UNIX).bind(staged)
+        os.unlink(staged)
+        os.symlink(victim, staged)  # what someone able to write the folder could try
+
+    with pytest.raises(OSError):
+        bind_unix(str(tmp_path / "s.sock"), SocketAccess(os.getgid()), bind_then_swap)
+    assert mode(victim) == 0o640 and not (tmp_path / "s.sock").exists()
+    assert sorted(os.listdir(tmp_path)) == ["victim"]

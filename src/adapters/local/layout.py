@@ -38,7 +38,9 @@ class Layout:
     """Paths and filesystem steps under one root; methods are blocking (run them off the loop)."""
 
     def __init__(self, root: str) -> None:
-        self.root = os.path.abspath(root)
+        self.root = os.path.realpath(root)
+        """Resolved: a root reached through a symlink must not let an adopted source inside the
+        real root pass the outside-the-root check, and mounts name the real directories."""
         self.snapshots_dir = os.path.join(self.root, "snapshots")
         self.metadata_path = os.path.join(self.root, "metadata.db")
 
