@@ -53,3 +53,13 @@ def test_no_daemon_listens_beyond_loopback_by_default(monkeypatch):
     assert cvmfs_settings(address="vsock://10000").metrics_listen_address() == "vsock://10001"
     assert loopback(DemuxSettings().snapshotter.metrics.host)  # metrics proxies and service discovery
     assert loopback(split_address(resolver_settings().address)[0])
+
+
+def test_the_socket_group_keys_give_group_access():
+    from snapmux.adapters.unix_sockets import SocketAccess
+
+    assert DemuxSettings().snapshotter.listener.access == SocketAccess()
+    listener = DemuxSettings(snapshotter={"listener": {"socket_group": "root"}}).snapshotter.listener
+    assert listener.access == SocketAccess(0) and listener.access.mode == 0o660
+    assert cvmfs_settings(socket_group=0).socket_access() == SocketAccess(0)
+    assert cvmfs_settings().socket_access().mode == 0o600
