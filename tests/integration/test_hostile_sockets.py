@@ -147,3 +147,24 @@ def test_demux_stack_sockets_are_root_only_under_umask_000(daemons, open_dir):
     assert mode(listen.parent) == 0o700
     for private in {p.parent for p in ours if p.is_relative_to(tmp)}:
         assert mode(private) == 0o700
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file", "directory"])
+def test_what_an_attacker_planted_at_the_socket_path_is_refused_and_left_alone(tmp_path, planted):
+    """A symlink to a file root owns (the chmod would follow it), a file, a directory: one line, exit 1."""
+    require_binaries("cvmfs-snapshotter")
+    victim, sock = tmp_path / "victim", tmp_path / "run" / "s.sock"
+    victim.write_text("precious")
+    os.chmod(victim, 0o644)
+    sock.parent.mkdir()
+    {"symlink": lambda: sock.symlink_to(victim), "file": lambda: sock.write_text("x"), "directory": sock.mkdir}[planted]()
+    before = os.lstat(sock)
+    done = subprocess.run(under_umask_000(["cvmfs-snapshotter", "--root", str(tmp_path / "root"), "--address",
+                                           str(sock)]), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == f"cvmfs-snapshotter: [Errno 17] refusing to replace a non-socket: '{sock}'"
+    assert "Traceback" not in done.stderr
+    after = os.lstat(sock)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert (mode(victim), victim.read_text()) == (0o644, "precious")
+    assert [n for n in os.listdir(sock.parent) if n.startswith(".")] == []
