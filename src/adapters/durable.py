@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
+
+from snapmux.domain.errors import ResourceExhaustedError
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def fsync_dir(path: str) -> None:
@@ -12,3 +18,13 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def out_of_space(error: BaseException, where: str) -> ResourceExhaustedError | None:
+    """A write that failed because the filesystem (or the quota) under `where` is full, as the
+    caller's error (RESOURCE_EXHAUSTED, saying so); None for any other failure."""
+    full = isinstance(error, OSError) and error.errno in _FULL_ERRNOS
+    full = full or getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    if not full:
+        return None
+    return ResourceExhaustedError(f"disk full: no space left on device under {where} ({error})")

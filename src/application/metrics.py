@@ -27,6 +27,7 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (e.FailedPreconditionError, "FAILED_PRECONDITION"),
     (e.InvalidArgumentError, "INVALID_ARGUMENT"),
     (e.UnavailableError, "UNAVAILABLE"),
+    (e.ResourceExhaustedError, "RESOURCE_EXHAUSTED"),
     (e.UnimplementedError, "UNIMPLEMENTED"),
     (e.DeadlineExceededError, "DEADLINE_EXCEEDED"),
     (e.CancelledError, "CANCELLED"),

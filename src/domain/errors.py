@@ -32,6 +32,10 @@ class InvalidArgumentError(DomainError):
     """The request itself is malformed (bad key, label, filter, field path, ...)."""
 
 
+class ResourceExhaustedError(DomainError):
+    """Out of a finite resource the caller cannot fix by retrying at once (the disk is full)."""
+
+
 class UnavailableError(DomainError):
     """A backing system (VM, resolver, CVMFS layer) cannot be reached right now."""
 

@@ -81,8 +81,8 @@ async def test_streaming_list_status_comes_back_as_the_domain_error(client, code
 
 
 async def test_a_code_outside_the_table_is_unknown_not_a_crash(client):
-    with pytest.raises(errors.UnknownError, match="resource_exhausted"):
-        await client.stat("RESOURCE_EXHAUSTED")
+    with pytest.raises(errors.UnknownError, match="data_loss"):
+        await client.stat("DATA_LOSS")
 
 
 def test_the_sync_stub_sees_the_same_code_on_the_wire(grpc_stub):

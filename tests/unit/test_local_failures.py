@@ -12,7 +12,7 @@ from snapmux.adapters.local.layout import Layout
 from snapmux.adapters.local.mounts import MountOptions
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.adapters.local.sqlite_store import SqliteMetadataStore
-from snapmux.domain.errors import NotFoundError
+from snapmux.domain.errors import NotFoundError, ResourceExhaustedError
 
 
 class FailingLayout(Layout):
@@ -74,7 +74,7 @@ async def test_a_failed_create_leaves_no_row_and_no_directory(parts, step):
     await snapshotter.prepare("a")
     before = entries(layout)
     layout.fail.add(step)
-    with pytest.raises(OSError):
+    with pytest.raises(ResourceExhaustedError, match="disk full: .*injected failure"):  # the injected errno is ENOSPC
         await snapshotter.prepare("b")
     with pytest.raises(NotFoundError):
         await snapshotter.stat("b")
@@ -144,7 +144,7 @@ async def test_remove_deletes_its_directory_in_the_background_and_close_waits(tm
 
 async def test_one_process_per_root(tmp_path):
     first = await OverlaySnapshotter.open(str(tmp_path / "root"))
-    with pytest.raises(OSError, match="another snapshotter"):
+    with pytest.raises(OSError, match="another cvmfs-snapshotter uses root"):
         await OverlaySnapshotter.open(str(tmp_path / "root"))
     await first.close()
     again = await OverlaySnapshotter.open(str(tmp_path / "root"))

@@ -27,6 +27,7 @@ ERROR_TABLE: dict[type[e.DomainError], grpc.StatusCode] = {
     e.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     e.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     e.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    e.ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # containerd/errdefs ErrResourceExhausted
     e.UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
     e.DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     e.CancelledError: grpc.StatusCode.CANCELLED,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
-import stat
 from collections.abc import Sequence
 
 import grpc
@@ -13,30 +10,10 @@ import grpc
 from snapmux.adapters.grpc.errors import DomainErrorInterceptor
 from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer
+from snapmux.adapters.unix_sockets import OWNER_ONLY, SocketAccess, bind_unix
 from snapmux.domain.ports import SnapshotService
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-def prepare_unix_socket_path(path: str) -> None:
-    """Create the socket's folder 0700 and replace a stale socket; refuse to clobber anything else."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(errno.EEXIST, "refusing to replace a non-socket", path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)  # stale: nobody listens
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, "another process is listening on", path)
 
 
 def grpc_target(address: str) -> str:
@@ -69,10 +46,20 @@ async def start_unix_snapshots_server(
     service: SnapshotService,
     path: str,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    access: SocketAccess = OWNER_ONLY,
     health: SnapshotsHealth | None = None,
 ) -> grpc.aio.Server:
-    prepare_unix_socket_path(path)
+    """gRPC binds (and listens) in add_insecure_port, so that happens in a private directory;
+    the socket reaches `path` with its mode set (`unix_sockets.bind_unix`). A stale socket is
+    replaced; anything else at `path`, or a live listener, is refused."""
     server = new_snapshots_server(service, interceptors, health)
-    server.add_insecure_port(f"unix://{os.path.abspath(path)}")
+    try:
+        bind_unix(path, access, lambda staged: server.add_insecure_port(f"unix://{staged}"))
+    except RuntimeError as error:  # grpc's "Failed to bind to address ..."
+        await server.stop(None)
+        raise OSError(f"cannot listen on {path}: {error}".split(";")[0]) from None
+    except BaseException:
+        await server.stop(None)
+        raise
     await server.start()
     return server

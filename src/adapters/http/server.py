@@ -34,6 +34,7 @@ from snapmux.adapters.http.parsing import (
     parse_target,
     wants_keep_alive,
 )
+from snapmux.adapters.unix_sockets import OWNER_ONLY, SocketAccess, unix_listener
 
 __all__ = ["Handler", "HttpRequest", "HttpResponse", "HttpServer", "error_response", "json_response"]
 
@@ -81,8 +82,15 @@ class HttpServer:
         self.listening.append(f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}")
         return bound[1]
 
-    async def start_unix(self, path: str) -> None:
-        self._servers.append(await asyncio.start_unix_server(self._serve, path, limit=MAX_REQUEST_LINE + 2))
+    async def start_unix(self, path: str, access: SocketAccess = OWNER_ONLY) -> None:
+        """The socket gets `access`'s mode before anyone can connect (`unix_sockets.bind_unix`)."""
+        sock = unix_listener(path, access)
+        try:
+            server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_REQUEST_LINE + 2)
+        except BaseException:
+            sock.close()
+            raise
+        self._servers.append(server)
         self.listening.append(f"unix:{path}")
 
     async def start_socket(self, sock: socket.socket) -> None:

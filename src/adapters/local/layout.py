@@ -17,7 +17,6 @@ Deletion never follows symlinks, so an adopted snapshot's source is never touche
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -26,6 +25,8 @@ import tempfile
 import uuid
 
 from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.file_modes import create_private_file, make_dirs
+from snapmux.adapters.local.store_checks import UnusableStoreError, check_root
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +38,37 @@ class Layout:
     """Paths and filesystem steps under one root; methods are blocking (run them off the loop)."""
 
     def __init__(self, root: str) -> None:
-        self.root = os.path.abspath(root)
+        self.root = os.path.realpath(root)
+        """Resolved: a root reached through a symlink must not let an adopted source inside the
+        real root pass the outside-the-root check, and mounts name the real directories."""
         self.snapshots_dir = os.path.join(self.root, "snapshots")
         self.metadata_path = os.path.join(self.root, "metadata.db")
 
     def create_root(self) -> None:
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
+        """0700 directories and a 0600 database whatever the umask: snapshots hold images' files."""
+        check_root(self.root)
+        make_dirs(self.snapshots_dir, 0o700)
+        if not os.path.lexists(self.metadata_path):  # an existing one is checked by the store
+            create_private_file(self.metadata_path)
+
+    def has_snapshot_dirs(self) -> bool:
+        """Whether any snapshot was ever installed here (an entry not being built or deleted)."""
+        return any(not name.startswith((NEW_PREFIX, REMOVING_PREFIX)) for name in self.entries())
 
     def lock(self) -> int:
         """One process per root: the in-memory metadata mirror assumes no other writer.
 
         An flock dies with its process (kill -9 included), so a crash never leaves a stale lock.
         """
-        fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        path = os.path.join(self.root, "lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(fd, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OSError(errno.EBUSY, "another snapshotter process uses this root", self.root) from None
+            raise UnusableStoreError(f"another cvmfs-snapshotter uses root {self.root} (it holds {path}):"
+                                     " stop it first, or give this one another root") from None
         return fd
 
     def path(self, snapshot_id: int) -> str:

@@ -16,14 +16,17 @@ import asyncio
 import functools
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from snapmux.adapters.durable import out_of_space
 from snapmux.adapters.local.cache import MetadataCache
 from snapmux.adapters.local.layout import Layout, delete_tree
 from snapmux.adapters.local.mounts import MountOptions, mounts_for
 from snapmux.adapters.local.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
+from snapmux.adapters.local.store_checks import RESTORE, UnusableStoreError
 from snapmux.adapters.local.usage import disk_usage
 from snapmux.adapters.local.writer import BatchingWriter, Written
 from snapmux.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
@@ -74,7 +77,12 @@ class OverlaySnapshotter:
             layout.create_root()
             lock = layout.lock()
             try:
-                snapshotter = cls(layout, SqliteMetadataStore(layout.metadata_path), MountOptions.detect())
+                store = SqliteMetadataStore(layout.metadata_path, expect_snapshots=layout.has_snapshot_dirs())
+                snapshotter = cls(layout, store, MountOptions.detect())
+            except (sqlite3.DatabaseError, ValueError, KeyError) as error:  # rows that do not decode
+                os.close(lock)
+                raise UnusableStoreError(f"metadata store {layout.metadata_path} is corrupt ({error}): {RESTORE}") \
+                    from None
             except BaseException:
                 os.close(lock)
                 raise
@@ -94,8 +102,15 @@ class OverlaySnapshotter:
             self._lock = None
 
     async def _write(self, function: Callable[..., Written[T]], *args: object) -> T:
-        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction."""
-        return await self._writer.submit(lambda tx: function(tx, *args))
+        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction. A full disk
+        (a directory not made, a COMMIT refused) leaves nothing behind and says so to the caller."""
+        try:
+            return await self._writer.submit(lambda tx: function(tx, *args))
+        except (OSError, sqlite3.Error) as error:
+            full = out_of_space(error, self.layout.root)
+            if full is None:
+                raise
+            raise full from None
 
     async def _read(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(function, *args))

@@ -17,6 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from snapmux.adapters.local.store_checks import (
+    RESTORE,
+    SCHEMA_VERSION,
+    UnusableStoreError,
+    check_contents,
+    check_openable,
+)
 from snapmux.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from snapmux.domain.model import Info, Kind, Usage, utcnow
 
@@ -190,13 +197,26 @@ class Transaction:
 class SqliteMetadataStore:
     """Opens one connection per thread on `<root>/metadata.db`; `transaction()` is the only door."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, expect_snapshots: bool = False) -> None:
+        """Checks the store before any write (`store_checks`); `expect_snapshots`: the root holds
+        snapshot directories, so an empty store means a lost one, not a new root."""
         self.path = path
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._connection().executescript(_SCHEMA)
-        self._add_shadows_column()
+        check_openable(path)
+        probe = sqlite3.connect(path, isolation_level=None, timeout=60)
+        try:
+            check_contents(probe, path, expect_snapshots)
+        finally:
+            probe.close()
+        try:
+            self._connection().executescript(_SCHEMA)
+            self._add_shadows_column()
+            self._connection().execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as error:
+            self.close()
+            raise UnusableStoreError(f"metadata store {path} cannot be opened ({error}): {RESTORE}") from None
 
     def _add_shadows_column(self) -> None:
         """Roots made before whiteout shadows existed lack the column; every old row has none."""
@@ -223,10 +243,11 @@ class SqliteMetadataStore:
         db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield Transaction(db)
+            db.execute("COMMIT" if write else "ROLLBACK")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # also after a failed COMMIT (disk full): or every later BEGIN fails
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT" if write else "ROLLBACK")
 
     def query(self) -> Transaction:
         """No explicit transaction: for reads that are a single statement (each sees the latest commit)."""

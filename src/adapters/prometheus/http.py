@@ -7,7 +7,9 @@ read; a failing sampler is logged and the scrape still answers with the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from snapmux.adapters.http.messages import Handler, HttpRequest, HttpResponse, error_response
 from snapmux.adapters.http.server import HttpServer
+from snapmux.adapters.unix_sockets import OWNER_ONLY, SocketAccess
 from snapmux.domain import metrics as m
 
 log = logging.getLogger(__name__)
@@ -112,13 +115,14 @@ def _port(text: str, whole: str, *, low: int, high: int) -> int:
     return int(text)
 
 
-async def listen(server: HttpServer, address: ListenAddress) -> str:
-    """Starts `server` on `address`; returns where it listens (the bound port when 0 was asked)."""
+async def listen(server: HttpServer, address: ListenAddress, access: SocketAccess = OWNER_ONLY) -> str:
+    """Starts `server` on `address`; returns where it listens (the bound port when 0 was asked).
+    A unix socket gets `access`'s mode; TCP and vsock are reachable by whoever reaches the port."""
     if address.kind == "tcp":
         port = await server.start_tcp(address.host, address.port)
         return str(ListenAddress("tcp", address.host, port))
     if address.kind == "unix":
-        await server.start_unix(address.path)
+        await server.start_unix(address.path, access)
         return str(address)
     sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
     try:
@@ -133,7 +137,11 @@ async def listen(server: HttpServer, address: ListenAddress) -> str:
 
 
 async def metrics_server(
-    registry: CollectorRegistry, address: str | None, samplers: Sequence[Sampler] = (), name: str = "metrics"
+    registry: CollectorRegistry,
+    address: str | None,
+    samplers: Sequence[Sampler] = (),
+    name: str = "metrics",
+    access: SocketAccess = OWNER_ONLY,
 ) -> AsyncIterator[str | None]:
     """Serves `/metrics` on `address` until closed (a Resource body); None or "" means off."""
     if not address:
@@ -141,9 +149,13 @@ async def metrics_server(
         yield None
         return
     server = HttpServer(MetricsEndpoint(registry, samplers), name=name, access_log=False)
-    where = await listen(server, parse_listen_address(address))
+    parsed = parse_listen_address(address)
+    where = await listen(server, parsed, access)
     log.info("serving Prometheus metrics on %s/metrics", where)
     try:
         yield where
     finally:
         await server.stop(grace=1.0)
+        if parsed.kind == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(parsed.path)

@@ -15,6 +15,7 @@ import os
 import tempfile
 
 from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.file_modes import make_dirs
 from snapmux.domain.errors import InvalidArgumentError
 from snapmux.domain.namespaces import validate_namespace
 
@@ -46,7 +47,7 @@ class JsonFileNamespaceMemory:
 
     def _write(self, names: list[str]) -> None:
         folder = os.path.dirname(self.path)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        make_dirs(folder, 0o700)
         fd, staged = tempfile.mkstemp(prefix=".known-namespaces-", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 
+from snapmux.adapters.unix_sockets import unix_listener
 from snapmux.adapters.vsock.dialer import VsockDialer
 from snapmux.domain.errors import DomainError
 
@@ -94,9 +95,12 @@ class VsockForwarder:
     async def start(self) -> VsockForwarder:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._accepted, self.path)
-        os.chmod(self.path, 0o600)
+        sock = unix_listener(self.path)  # 0600 from the start: only the demux's own gRPC client dials it
+        try:
+            self._server = await asyncio.get_running_loop().create_unix_server(self._accepted, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         return self
 
     def _accepted(self) -> _Half:

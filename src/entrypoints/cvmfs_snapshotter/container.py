@@ -30,6 +30,7 @@ from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.adapters.local.vsock_bridge import SocketBridge, vsock_listener
 from snapmux.adapters.prometheus.http import metrics_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
+from snapmux.adapters.unix_sockets import SocketAccess
 from snapmux.application.metrics import MeasuredSnapshotService, SnapshotInventory
 from snapmux.domain.ports import SnapshotService
 from snapmux.entrypoints.cvmfs_snapshotter.settings import CvmfsSnapshotterSettings, vsock_port
@@ -79,6 +80,7 @@ class Listening:
 
 @contextlib.asynccontextmanager
 async def _bridged(snapshots: SnapshotService, port: int, health: SnapshotsHealth) -> AsyncIterator[Listening]:
+    """The gRPC server's own socket is 0600 in a 0700 directory: only the bridge dials it."""
     private = tempfile.mkdtemp(prefix="cvmfs-snapshotter-")
     try:
         server = await start_unix_snapshots_server(snapshots, os.path.join(private, "grpc.sock"), health=health)
@@ -90,14 +92,16 @@ async def _bridged(snapshots: SnapshotService, port: int, health: SnapshotsHealt
 
 
 async def snapshots_server(
-    snapshots: SnapshotService, address: str, health: SnapshotsHealth
+    snapshots: SnapshotService, address: str, access: SocketAccess, health: SnapshotsHealth
 ) -> AsyncIterator[Listening]:
-    """Serves until shutdown, then lets in-flight calls finish (up to the grace period). The health
+    """Serves until shutdown, then lets in-flight calls finish (up to the grace period).
+    A unix socket gets `access`'s mode and group before anyone can connect. The health
     service says SERVING from here (the store is open: it is a dependency) until shutdown begins."""
     port = vsock_port(address)
     async with contextlib.AsyncExitStack() as stack:
         if port is None:
-            listening = Listening(await start_unix_snapshots_server(snapshots, address, health=health), address)
+            server = await start_unix_snapshots_server(snapshots, address, access=access, health=health)
+            listening = Listening(server, address)
         else:
             listening = await stack.enter_async_context(_bridged(snapshots, port, health))
         log.info("serving containerd snapshots API on %s", listening.address)
@@ -133,6 +137,7 @@ class Container(containers.DeclarativeContainer):
         snapshots_server,
         providers.Singleton(MeasuredSnapshotService, snapshots, metrics),
         settings.provided.listen_address.call(),
+        settings.provided.socket_access.call(),
         health,
     )
 
@@ -143,4 +148,5 @@ class Container(containers.DeclarativeContainer):
         settings.provided.metrics_listen_address.call(),
         providers.List(providers.Singleton(SnapshotInventory, snapshots, metrics).provided.sample),
         "cvmfs-snapshotter-metrics",
+        settings.provided.socket_access.call(),
     )

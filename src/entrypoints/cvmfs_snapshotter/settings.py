@@ -17,6 +17,8 @@ snapshotters spell them, or underscores):
 
     metrics-address = "127.0.0.1:9101"   # Prometheus /metrics: host:port, vsock://PORT or "" (off);
                                          # default off, or vsock://10001 when listening on vsock (in a VM)
+    socket-group = "snapmux"  # unix sockets (snapshots API, unix:// metrics) 0660 for this group
+                              # (name or gid), their new folders 0710; default: 0600/0700, root only
 
     [listener]              # alternative to `address`, used only when `address` is not set
     network = "vsock"       # "unix" (listen on `address`) or "vsock"
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from snapmux.adapters.prometheus.http import parse_listen_address
+from snapmux.adapters.unix_sockets import SocketAccess, group_id
 from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, load_layered
 
 DEFAULT_ADDRESS = "/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock"
@@ -67,6 +70,18 @@ class CvmfsSnapshotterSettings(LayeredSettings):
     serve_foreign_layers: bool = False
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     metrics_address: str | None = None
+    socket_group: str | int | None = None
+
+    @field_validator("socket_group")
+    @classmethod
+    def _socket_group(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            group_id(value)  # ValueError: no such group
+        return value
+
+    def socket_access(self) -> SocketAccess:
+        """Who may connect to the daemon's unix sockets."""
+        return SocketAccess(None if self.socket_group is None else group_id(self.socket_group))
 
     @field_validator("metrics_address")
     @classmethod

@@ -41,7 +41,13 @@ from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSna
 from snapmux.application.routing import NamespaceRouter
 from snapmux.domain.ports import AddressResolver, SnapshotService, SnapshotterConnector
 from snapmux.entrypoints.demux_snapshotter.metrics import demux_metrics
-from snapmux.entrypoints.demux_snapshotter.settings import CacheSettings, DemuxSettings, DialerSettings, ResolverSettings
+from snapmux.entrypoints.demux_snapshotter.settings import (
+    CacheSettings,
+    DemuxSettings,
+    DialerSettings,
+    ListenerSettings,
+    ResolverSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +101,13 @@ def namespace_memory(path: str | None) -> JsonFileNamespaceMemory | None:
 
 
 async def snapshots_server(
-    snapshots: SnapshotService, address: str, health: SnapshotsHealth
+    snapshots: SnapshotService, listener: ListenerSettings, health: SnapshotsHealth
 ) -> AsyncIterator[grpc.aio.Server]:
-    """Creates the listener's folder, replaces a stale socket; on shutdown drains, then unlinks.
-    Health (gRPC and the SD port's /healthz) is SERVING from listening until shutdown begins."""
-    server = await start_unix_snapshots_server(snapshots, address, health=health)
+    """Creates the listener's folder, replaces a stale socket, sets the socket's mode and group
+    before anyone can connect; on shutdown drains, then unlinks. Health (gRPC and the SD port's
+    /healthz) is SERVING from listening until shutdown begins."""
+    address = listener.address
+    server = await start_unix_snapshots_server(snapshots, address, access=listener.access, health=health)
     log.info("serving containerd snapshots API on %s", address)
     await health.serving()
     try:
@@ -159,4 +167,4 @@ class Container(containers.DeclarativeContainer):
 
     snapshots = providers.Singleton(MeasuredSnapshotService, router, metrics)
 
-    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener.address, health)
+    server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener, health)

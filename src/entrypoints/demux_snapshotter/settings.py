@@ -8,6 +8,8 @@ implementation's spellings, shown in comments, are accepted too):
     [snapshotter.listener]
     type = "unix"                    # Go: network = "unix"
     address = "/var/lib/demux-snapshotter/snapshotter.sock"
+    socket_group = "snapmux"         # socket 0660 for this group (name or gid), new folders 0710;
+                                     # default 0600/0700: root only
     [snapshotter.proxy.address.resolver]
     type = "http"
     address = "http://127.0.0.1:10001"
@@ -45,6 +47,7 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from snapmux.adapters.unix_sockets import SocketAccess, group_id
 from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, load_layered
 
 DEFAULT_CONFIG = "/etc/demux-snapshotter/config.toml"
@@ -92,6 +95,19 @@ class _Section(BaseModel):
 class ListenerSettings(_Section):
     type: Literal["unix"] = Field("unix", validation_alias=AliasChoices("type", "network"))
     address: str = DEFAULT_LISTENER
+    socket_group: str | int | None = None
+
+    @field_validator("socket_group")
+    @classmethod
+    def _socket_group(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            group_id(value)  # ValueError: no such group
+        return value
+
+    @property
+    def access(self) -> SocketAccess:
+        """Who may connect to the snapshots socket (whoever can is containerd's equal)."""
+        return SocketAccess(None if self.socket_group is None else group_id(self.socket_group))
 
 
 class ResolverSettings(_Section):
