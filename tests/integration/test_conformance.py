@@ -1,11 +1,11 @@
 """containerd's own snapshotter conformance suite against the installed cvmfs-snapshotter.
 
-Every case must pass that passes for containerd's builtin overlayfs snapshotter
-on this machine: `test_every_case_that_passes_for_builtin_overlayfs_passes`
-runs containerd's own snapshots/overlay package tests (the same suite) as the
-baseline. On this machine all of them pass there except `Rename`, which the
-suite skips for every snapshotter; so the expectation is: no FAIL, and every
-case but the suite's own skips ran.
+The suite runs through the project's harness (tests/conformance/), registered as "overlayfs".
+Every case must pass that passes for containerd's builtin overlayfs snapshotter on this
+machine: `builtin_run` runs containerd's own snapshots/overlay package tests (the same suite)
+as the baseline, and the harness must skip exactly what that baseline skips. On this machine
+all of them pass there except `Rename`, which the suite skips; so the expectation is: no FAIL,
+and every case but the suite's own skips ran and passed.
 """
 
 from __future__ import annotations
