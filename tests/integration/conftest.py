@@ -1,27 +1,34 @@
-"""Shared integration fixtures: generic ones only (root, binaries, daemons that are always torn down)."""
+"""Shared integration fixtures: generic ones only (root, binaries, daemons that are always torn down).
+
+A missing part skips the test that needs it, but fails it in CI (tests/support/requirements.py).
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
+from tests.support import conformance
 from tests.support.containerd import Daemon
+from tests.support.requirements import lacking_binaries, lacking_root, require
 from tests.support.sockets import unix_socket_listening
 
 __all__ = ["daemons", "require_binaries", "require_root", "unix_socket_listening"]
 
 
 def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (mounts, containerd)")
+    require(*lacking_root("mounts, containerd"))
 
 
 def require_binaries(*names: str) -> None:
-    missing = [name for name in names if shutil.which(name) is None]
-    if missing:
-        pytest.skip(f"missing binaries: {', '.join(missing)}")
+    require(*lacking_binaries(*names))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many cases of containerd's suite ran through each stack: pytest's own count is of tests."""
+    if conformance.RUNS:
+        terminalreporter.section("containerd snapshotter conformance")
+        for run in conformance.RUNS:
+            terminalreporter.line(run.summary())
 
 
 @pytest.fixture

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 
 import pytest
 
-from tests.integration.conftest import unix_socket_listening
+from tests.integration.conftest import require_binaries, unix_socket_listening
 from tests.support.containerd import Daemon
 from tests.support.demux_stack import demux_config
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("demux-snapshotter") is None, reason="demux-snapshotter is not installed"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _demux_installed():
+    require_binaries("demux-snapshotter")
 
 
 def test_creates_the_listener_folder_replaces_a_stale_socket_and_exits_cleanly(tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,17 +23,17 @@ import pytest
 from snapmux.adapters.grpc.client import GrpcSnapshotService
 from snapmux.domain.errors import UnavailableError
 from snapmux.domain.model import Kind
-from tests.integration.conftest import unix_socket_listening
+from tests.integration.conftest import require_binaries, unix_socket_listening
 from tests.support.containerd import Daemon
 from tests.support.demux_stack import demux_config
 from tests.support.firecracker_vsock import FirecrackerVsockStandIn
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not all(shutil.which(b) for b in ("cvmfs-snapshotter", "demux-snapshotter")), reason="scripts not installed"
-    ),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _daemons_installed():
+    require_binaries("cvmfs-snapshotter", "demux-snapshotter")
 
 PORT = 10000
 CLIENT_DEADLINE = 30.0

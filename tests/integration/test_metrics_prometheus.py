@@ -41,6 +41,7 @@ from snapmux.application.routing import NamespaceRouter
 from snapmux.domain.model import SnapshotterAddress
 from tests.fakes.resolver import InMemoryAddressResolver
 from tests.fakes.snapshots import InMemorySnapshotService
+from tests.integration.conftest import require_binaries
 from tests.support.containerd import Containerd, Daemon
 from tests.support.firecracker_vsock import FirecrackerVsockStandIn
 from tests.support.prometheus import free_port, free_port_range, require_prometheus, running_prometheus
@@ -133,8 +134,7 @@ async def running_containerd(folder: Path, demux_socket: str):
 @pytest.fixture
 async def stack():
     require_prometheus()
-    if not shutil.which("ctr") or not shutil.which("containerd"):
-        pytest.skip("containerd and ctr are needed")
+    require_binaries("containerd", "ctr")
     folder = Path(tempfile.mkdtemp(prefix="smx-m-", dir="/tmp"))  # unix socket paths must stay short
     vms = {ns: await start_vm(folder, ns) for ns in NAMESPACES}
     try:
@@ -287,8 +287,7 @@ def address_map(vms: dict[str, Vm]) -> dict:
 
 async def test_real_daemons_vm_targets_come_and_go_in_prometheus():
     require_prometheus()
-    if not shutil.which("ctr") or not shutil.which("containerd"):
-        pytest.skip("containerd and ctr are needed")
+    require_binaries("containerd", "ctr")
     folder = Path(tempfile.mkdtemp(prefix="smx-d-", dir="/tmp"))
     vms = {ns: await start_vm(folder, ns) for ns in NAMESPACES}
     map_path = folder / "resolver" / "addresses.json"

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pytest
 
 from snapmux.adapters.metrics_proxy.ports import PortRange
+from tests.support.requirements import missing
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 T = TypeVar("T")
@@ -44,7 +44,7 @@ scrape_configs:
 
 def require_prometheus() -> None:
     if not os.access(PROMETHEUS, os.X_OK):
-        pytest.skip(f"no prometheus binary at {PROMETHEUS}")
+        missing(f"prometheus at {PROMETHEUS} (Debian package prometheus)")
 
 
 def free_port() -> int:

@@ -16,10 +16,12 @@ from snapmux.domain.errors import InvalidArgumentError
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main, publish_image
 from tests.support import images
 from tests.support.images import directory, file, hardlink, symlink, whiteout_image, write_image, write_layer
+from tests.support.requirements import lacking_root, require
 
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="overlay whiteouts are char devices 0/0 and trusted.* xattrs: needs root")
+@pytest.fixture(autouse=True)
+def _root():
+    require(*lacking_root("overlay whiteouts are char devices 0/0 and trusted.* xattrs"))
 
 
 @pytest.fixture

@@ -15,9 +15,14 @@ from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import REF_LABEL, CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import READY, ScanStopped, ShadowCache
 from snapmux.domain.errors import AlreadyExistsError
+from tests.support.requirements import lacking_root, require
 from tests.unit.test_cvmfs_snapshotter import AdoptingFake
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="0/0 char devices and trusted.* xattrs need root")
+
+@pytest.fixture(autouse=True)
+def _root():
+    require(*lacking_root("0/0 char devices and trusted.* xattrs"))
+
 
 A, B = ("a" * 64, "b" * 64)
 
