@@ -83,7 +83,7 @@ def _message_classes() -> dict[str, Any]:
 _TYPES = _message_classes()
 
 NAMESPACE_NODE = 2  # NamespaceMode.NODE: the host's network, so no CNI is needed
-SANDBOX_READY = 0  # PodSandboxState
+SANDBOX_READY, SANDBOX_NOTREADY = 0, 1  # PodSandboxState
 CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_EXITED = 0, 1, 2  # ContainerState
 
 

@@ -30,7 +30,10 @@ from snapmux.domain.model import Info
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.support.conformance import REPO
 from tests.support.containerd import Containerd, CriConfig, Daemon, unmount_all_under, wait_until
-from tests.support.cri import CONTAINER_EXITED, CONTAINER_RUNNING, ContainerSpec, CriClient, ExecResult, PodSpec, Sandbox
+from tests.support.cri import (
+    CONTAINER_EXITED, CONTAINER_RUNNING, SANDBOX_NOTREADY, SANDBOX_READY, ContainerSpec, CriClient, ExecResult, PodSpec,
+    Sandbox,
+)
 from tests.support.images import WHITEOUT_IMAGE_LISTING, BuiltImage, oci_archive, pause_image
 from tests.support.registry import Registry
 from tests.support.sockets import unix_socket_listening
@@ -216,6 +219,7 @@ def start_checked_pod(node: CriNode, image: BuiltImage, reference: str, name: st
     """PullImage to a running container of the whiteout image, checked as a kubelet and its probes would."""
     assert node.kubelet.cri.pull_image(reference).startswith("sha256:")
     pod = node.kubelet.start_pod(name, reference, APP)
+    assert node.kubelet.cri.pod_sandbox_state(pod.sandbox) == SANDBOX_READY  # the pause command blocks
     status = node.kubelet.cri.container_status(pod.container_id)
     assert status.image_ref == f"{reference.rpartition(':')[0]}@{image.manifest.digest}"
     check_root_filesystem(node, pod)
@@ -231,6 +235,7 @@ def delete_checked_pod(node: CriNode, pod: Pod) -> None:
     assert (stopped.state, stopped.exit_code) == (CONTAINER_EXITED, 0)
     node.kubelet.cri.remove_container(pod.container_id)
     node.kubelet.cri.stop_pod_sandbox(pod.sandbox)
+    assert node.kubelet.cri.pod_sandbox_state(pod.sandbox) == SANDBOX_NOTREADY
     node.kubelet.cri.remove_pod_sandbox(pod.sandbox)
 
 
