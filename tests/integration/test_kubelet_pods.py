@@ -13,8 +13,10 @@ import os
 
 import pytest
 
+from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
 from tests.integration.conftest import require_binaries, require_root
+from tests.support.containerd import wait_until
 from tests.support.images import store_foreign, whiteout_image
 from tests.support.kubelet import KUBELET_BINARIES, CriNode, held, layer_fetches, layout_state, remove_image_and_check_gc, run_pod
 
@@ -56,16 +58,21 @@ def test_a_pod_from_unpublished_layers_falls_back_to_download_and_gc_removes_the
     remove_image_and_check_gc(node, reference, before)
 
 
-def test_a_pod_from_foreign_layers_sees_the_image_with_its_deletions(node, tmp_path):
-    """Layers unpacked by a plain `tar -x` (`.wh.` files kept): served in place or downloaded, the
-    container's filesystem is the image's; GC leaves the layout as it was."""
+def test_pods_from_foreign_layers_see_the_image_with_its_deletions_before_and_after_the_scan(node, tmp_path):
+    """Layers unpacked by a plain `tar -x` (`.wh.` files kept). The first pull may download them
+    (and queues their whiteout scan); the pull after the scan may serve them in place over shadow
+    trees. Either way the container's filesystem is the image's, and GC leaves the layout alone."""
     image = whiteout_image(str(tmp_path / "oci"), variant="foreign")
     reference = node.push(image, "snapmux/kubelet-foreign:v1")
     store_foreign(image, str(node.layout))
     assert any(name.startswith(".wh.") for _, _, files in os.walk(node.layout) for name in files)
     before, layout_before = held(node), layout_state(node.layout)
 
-    run_pod(node, image, reference, "foreign")
-
+    run_pod(node, image, reference, "foreign-first")
     remove_image_and_check_gc(node, reference, before)
+    top_shadows = node.root() / "whiteouts" / parse_digest(image.layers[-1].digest)
+    wait_until(top_shadows.is_dir, 60, "the whiteout scan of the top layer")
+    run_pod(node, image, reference, "foreign-scanned")
+    remove_image_and_check_gc(node, reference, before)
+
     assert layout_state(node.layout) == layout_before
