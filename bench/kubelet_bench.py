@@ -96,7 +96,7 @@ def single_runs(node: CriNode, reference: str, runs: int, mode: str) -> list[flo
 
 
 def concurrent_runs(node: CriNode, references: list[str], runs: int, mode: str) -> list[float]:
-    baseline, times, slowest_pulls = node.containerd_snapshots(), [], []
+    baseline, times, slowest_pulls, slowest_starts = node.containerd_snapshots(), [], [], []
     with ThreadPoolExecutor(len(references)) as pool:
         for run in range(runs):
             phases: list[list[float]] = [[] for _ in references]
@@ -106,9 +106,10 @@ def concurrent_runs(node: CriNode, references: list[str], runs: int, mode: str) 
                 enumerate(references)))
             times.append(time.monotonic() - started)
             slowest_pulls.append(max(pull for pull, _ in phases))
+            slowest_starts.append(max(start for _, start in phases))
             reset(node, [pod for _, pod in started_pods], references, baseline)
-    print(f"  {mode:9s} concurrent, median of the slowest PullImage {statistics.median(slowest_pulls):.2f}s",
-          flush=True)
+    print(f"  {mode:9s} concurrent, medians of the slowest PullImage {statistics.median(slowest_pulls):.2f}s"
+          f" and of the slowest sandbox and container start {statistics.median(slowest_starts):.2f}s", flush=True)
     return times
 
 

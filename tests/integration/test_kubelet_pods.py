@@ -9,7 +9,9 @@ found it (its images removed and collected), which the GC assertions check.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 
 import pytest
 
@@ -76,3 +78,27 @@ def test_pods_from_foreign_layers_see_the_image_with_its_deletions_before_and_af
     remove_image_and_check_gc(node, reference, before)
 
     assert layout_state(node.layout) == layout_before
+
+
+def processes_running(argv: list[str]) -> list[int]:
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if open(f"/proc/{entry}/cmdline", "rb").read() == wanted:
+                found.append(int(entry))
+    return found
+
+
+def test_a_test_that_fails_with_a_pod_running_leaves_no_process_of_it_behind(tmp_path):
+    require_root()
+    require_binaries(*KUBELET_BINARIES)
+    command = ["/bin/busybox", "sleep", str(random.randrange(10**8, 10**9))]
+    with pytest.raises(RuntimeError, match="the test failed"), CriNode.start(tmp_path / "node") as own:
+        image = whiteout_image(str(tmp_path / "oci"), variant="teardown")
+        reference = own.push(image, "snapmux/teardown:v1")
+        own.kubelet.cri.pull_image(reference)
+        own.kubelet.start_pod("left-running", reference, command)
+        assert processes_running(command)
+        raise RuntimeError("the test failed")
+    assert processes_running(command) == []

@@ -13,6 +13,7 @@ sends back are kept by protobuf and ignored, so the subset stays compatible.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,7 @@ class CriClient:
     def __init__(self, containerd_address: str, timeout: float = 300) -> None:
         self.channel = grpc.insecure_channel(f"unix://{containerd_address}")
         self.timeout = timeout
+        self.sandboxes: dict[str, Sandbox] = {}  # run and not yet removed: what a teardown must stop
 
     def close(self) -> None:
         self.channel.close()
@@ -166,8 +168,10 @@ class CriClient:
 
     def run_pod_sandbox(self, pod: PodSpec) -> Sandbox:
         request = _TYPES["RunPodSandboxRequest"](config=pod.config())
-        return Sandbox(self._call("RuntimeService/RunPodSandbox", request, "RunPodSandboxResponse").pod_sandbox_id,
-                       pod)
+        sandbox = Sandbox(self._call("RuntimeService/RunPodSandbox", request, "RunPodSandboxResponse").pod_sandbox_id,
+                          pod)
+        self.sandboxes[sandbox.id] = sandbox
+        return sandbox
 
     def pod_sandbox_state(self, sandbox: Sandbox) -> int:
         request = _TYPES["PodSandboxIdRequest"](pod_sandbox_id=sandbox.id)
@@ -178,6 +182,15 @@ class CriClient:
 
     def remove_pod_sandbox(self, sandbox: Sandbox) -> None:
         self._call("RuntimeService/RemovePodSandbox", _TYPES["PodSandboxIdRequest"](pod_sandbox_id=sandbox.id))
+        self.sandboxes.pop(sandbox.id, None)
+
+    def remove_leftover_pods(self) -> None:
+        """Stops and removes every pod this client ran and did not remove (a failed test's): killing
+        containerd and its shims would leave the pods' processes running."""
+        for sandbox in list(self.sandboxes.values()):
+            with contextlib.suppress(grpc.RpcError):
+                self.stop_pod_sandbox(sandbox)  # kills the pod's containers too
+                self.remove_pod_sandbox(sandbox)
 
     def create_container(self, sandbox: Sandbox, spec: ContainerSpec) -> str:
         config = _TYPES["ContainerConfig"](command=spec.command, log_path=spec.log_path)

@@ -123,6 +123,7 @@ class CriNode:
             node.containerd = stack.enter_context(
                 Containerd.start(base / "containerd", proxies, namespace=CRI_NAMESPACE, cri=cri))
             node.kubelet = Kubelet(stack.enter_context(CriClient(node.containerd.address)), base / "pod-logs")
+            stack.callback(node.kubelet.cri.remove_leftover_pods)  # before containerd goes (LIFO)
             node.import_sandbox_image(name)
             yield node
 
