@@ -43,7 +43,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
     "ContainerStatus": [("id", 1, "string", False), ("state", 3, "int32", False), ("exit_code", 7, "int32", False),
                         ("image_ref", 9, "string", False), ("reason", 10, "string", False),
                         ("message", 11, "string", False), ("log_path", 15, "string", False)],
-    "PullImageRequest": [("image", 1, "ImageSpec", False), ("sandbox_config", 3, "PodSandboxConfig", False)],
+    "PullImageRequest": [("image", 1, "ImageSpec", False)],
     "PullImageResponse": [("image_ref", 1, "string", False)],
     "RemoveImageRequest": [("image", 1, "ImageSpec", False)],
     "RunPodSandboxRequest": [("config", 1, "PodSandboxConfig", False)],
@@ -153,12 +153,10 @@ class CriClient:
                                         response_deserializer=_TYPES[response].FromString)
         return call(request, timeout=self.timeout)
 
-    def pull_image(self, reference: str, pod: PodSpec | None = None) -> str:
+    def pull_image(self, reference: str) -> str:
         """Returns the image ref (config digest) containerd reports."""
         request = _TYPES["PullImageRequest"]()
         request.image.image = reference
-        if pod is not None:
-            request.sandbox_config.CopyFrom(pod.config())
         return self._call("ImageService/PullImage", request, "PullImageResponse").image_ref
 
     def remove_image(self, reference: str) -> None:
