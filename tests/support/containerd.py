@@ -5,8 +5,9 @@
         containerd.ctr("run", "--rm", "--snapshotter", "cvmfs", image, "c1", "sh", "-c", "echo hi")
 
 containerd 1.6 runs with its own config, root, state and grpc socket; the CRI
-plugin is disabled unless `cri=CriConfig(...)` asks for it (image pulls only: no CNI, no
-pods); each proxy snapshotter becomes a `[proxy_plugins.NAME]`.
+plugin is disabled unless `cri=CriConfig(...)` asks for it (image pulls, and host-network
+pods when it names a `sandbox_image`: no CNI); each proxy snapshotter becomes a
+`[proxy_plugins.NAME]`.
 Teardown kills the process group and the shims it spawned for this instance,
 lazily unmounts whatever is left under the temp dir, then deletes it.
 """
@@ -119,10 +120,15 @@ def _pids_with_argument(text: str) -> list[int]:
 class CriConfig:
     """CRI as a kubelet's containerd runs it for a remote snapshotter: layers unpacked into
     `snapshotter` with snapshot annotations on (containerd 1.6 defaults them off), images
-    from plain-HTTP loopback registries."""
+    from plain-HTTP loopback registries, pod sandboxes from `sandbox_image`.
+
+    `restrict_oom_score_adj`: CRI gives every sandbox oomScoreAdj -998, which runc may only
+    set with CAP_SYS_RESOURCE; without it (as in these test machines' containers) runc fails
+    with "can't get final child's PID from pipe: EOF" unless CRI clamps the value."""
 
     snapshotter: str
     plain_http_registries: tuple[str, ...] = ()
+    sandbox_image: str = ""
 
 
 @dataclass
@@ -203,6 +209,8 @@ def _cri_config(base: Path, cri: CriConfig) -> list[str]:
         f"{plugin}]",
         '  stream_server_address = "127.0.0.1"',
         '  stream_server_port = "0"',
+        "  restrict_oom_score_adj = true",
+        *([f'  sandbox_image = "{cri.sandbox_image}"'] if cri.sandbox_image else []),
         f"{plugin}.containerd]",
         f'  snapshotter = "{cri.snapshotter}"',
         "  disable_snapshot_annotations = false",

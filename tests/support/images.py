@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterable
@@ -209,3 +210,29 @@ def random_image(layout: str, tag: str, total_mb: int, layer_count: int, seed: i
         entries = [directory(f"data{index}"), random_file(f"data{index}/blob", per_layer, seed + index)]
         descriptors.append(write_layer(layout, entries))
     return write_image(layout, tag, descriptors, ["/bin/sh", "-c", "ls /data0 >/dev/null && echo done"])
+
+
+PAUSE_SECONDS = "2147483647"
+
+
+def pause_image(layout: str, tag: str = "v1") -> BuiltImage:
+    """A pod sandbox ("pause") image: its command blocks, since CRI gives the sandbox no stdin
+    (a plain /bin/sh would exit at once and the pod would go NotReady)."""
+    return write_image(layout, tag, [write_layer(layout, busybox_base())], ["/bin/busybox", "sleep", PAUSE_SECONDS])
+
+
+def oci_archive(image: BuiltImage, archive: str) -> str:
+    """The layout as a tar, which `ctr images import` reads."""
+    subprocess.run(["tar", "-C", image.layout, "-cf", archive, "."], check=True)
+    return archive
+
+
+def store_foreign(image: BuiltImage, base: str) -> None:
+    """Each layer unpacked with a plain `tar -x` into `<base>/.layers/xx/<hex>/layerfs` (its `.wh.`
+    files kept as plain files, no marker), as the real unpacked.cern.ch layout holds layers."""
+    for layer in image.layers:
+        hex_digest = layer.digest.removeprefix("sha256:")
+        layerfs = os.path.join(base, ".layers", hex_digest[:2], hex_digest, "layerfs")
+        os.makedirs(layerfs)
+        blob = os.path.join(image.layout, "blobs", "sha256", hex_digest)
+        subprocess.run(["tar", "-x", "--numeric-owner", "-f", blob, "-C", layerfs], check=True)
