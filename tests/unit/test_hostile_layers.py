@@ -278,8 +278,13 @@ def test_garbage_and_unknown_types_are_refused(host, root):
 
 # -- the extractor's own bookkeeping cannot be turned against it
 
+def test_deep_paths_are_refused_before_they_become_uncleanable(host, root):
+    refused(root, [info("/".join(["d"] * 300), DIR)], "more than 256 directories deep")
+    assert not os.path.exists(f"{root}/d")  # refused before its parents were made
+
+
 def test_deep_paths_and_many_directories_neither_recurse_nor_leak_descriptors(host, root):
-    deep = "/".join(["d"] * 1500)
+    deep = "/".join(["d"] * 250)
     wide = [info(f"w{index}/f", data=b"x") for index in range(300)]
     extract(root, [info(deep, DIR, 0o700), info(f"{deep}/x", data=b"x"), *wide, *wide[:3],
                    info("w0/late", data=b"late")])

@@ -43,6 +43,9 @@ class LayerLimits:
     max_header: int = 1 << 20
     """One PAX or GNU long-name header, read into memory whole."""
     max_header_chain: int = 8
+    max_depth: int = 256
+    """Path components: deeper trees cannot be removed by recursive tools (shutil.rmtree, os.walk),
+    so a failed publish could not clean up after itself."""
 
 
 def describe(member: tarfile.TarInfo) -> str:
@@ -99,17 +102,19 @@ def entries(stream: IO[bytes], limits: LayerLimits) -> Iterator[tuple[tarfile.Ta
                     raise InvalidArgumentError(f"layer has more than {limits.max_entries} entries")
                 if total > limits.max_bytes:
                     raise InvalidArgumentError(f"layer unpacks to more than {limits.max_bytes} bytes of files")
-                check(member)
+                check(member, limits)
                 yield tar, member
     except tarfile.TarError as error:
         raise InvalidArgumentError(f"layer is not a readable tar: {error}") from None
 
 
-def check(member: tarfile.TarInfo) -> None:
+def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
     """Refuses an entry that is unsafe or meaningless in a layer, naming it."""
     _check_name(member.name, member)
     if member.issym() or member.islnk():
         _check_name(member.linkname, member, "link target")
+    if member.name.count("/") >= limits.max_depth:
+        raise InvalidArgumentError(f"{describe(member)} is more than {limits.max_depth} directories deep")
     if member.sparse is not None:
         raise InvalidArgumentError(f"{describe(member)} is a sparse file; no image builder writes those")
     if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
