@@ -17,6 +17,8 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tests.support.images import LAYER_GZIP, Descriptor
+
 
 def info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, data: bytes = b"", linkname: str = "",
          xattrs: dict[str, str] | None = None, **fields: object) -> tuple[tarfile.TarInfo, bytes]:
@@ -102,3 +104,14 @@ def _describe(path: str) -> tuple:
                               for name in os.listxattr(path, follow_symlinks=False)))
     return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
             st.st_ctime_ns, st.st_size, st.st_nlink, content, attributes)
+
+
+def write_raw_layer(layout: str, raw_tar: bytes) -> Descriptor:
+    """A crafted tar as a gzip layer blob of an OCI layout (for `images.write_image`)."""
+    blobs = os.path.join(layout, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+    blob = gzip.compress(raw_tar, compresslevel=1, mtime=0)
+    digest = hashlib.sha256(blob).hexdigest()
+    with open(os.path.join(blobs, digest), "wb") as out:
+        out.write(blob)
+    return Descriptor(LAYER_GZIP, f"sha256:{digest}", len(blob), f"sha256:{hashlib.sha256(raw_tar).hexdigest()}")
