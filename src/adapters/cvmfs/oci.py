@@ -3,6 +3,12 @@
 Each source gives the platform's manifest (an index is resolved to this machine's
 platform) and opens blobs by digest. Registry blobs are spooled to a file beside the
 layout first, so their digest is known good before anything is extracted from them.
+
+Sources are untrusted (a registry, a layout someone handed over): every digest is checked
+to be `sha256:<64 hex>` before it names a file or URL, indexes, manifests and configs are
+JSON objects of at most MAX_DOCUMENT bytes with well-formed descriptors, and no blob may
+yield more bytes than its descriptor's size (a registry or a layout blob that never ends -
+a FIFO, /dev/zero - is cut off there rather than read forever).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc
 _REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]{1,128}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
 
 
+MAX_DOCUMENT = 4 << 20
+"""Index, manifest or config: distribution refuses manifests above 4 MiB, so does this."""
+
+
 @dataclass(frozen=True)
 class Image:
     manifest_digest: str
@@ -43,29 +53,103 @@ class Image:
 
 
 class ImageSource:
-    """Template: subclasses read raw blobs and the top-level descriptor."""
+    """Template: subclasses open raw blobs (`_open`) and give the top-level descriptor."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        """Each blob's size as its descriptor gives it, learnt while resolving the image."""
 
     def top_descriptor(self) -> dict: ...
 
+    def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[IO[bytes]]:
+        """The blob, cut off past its descriptor's size (unknown: MAX_DOCUMENT)."""
+        with self._open(digest) as raw:
+            yield _Bounded(raw, digest, self.sizes.get(digest, MAX_DOCUMENT))  # type: ignore[misc]
+
     def read(self, digest: str) -> bytes:
         with self.open_blob(digest) as blob:
-            return _verified(digest, blob.read())
-
-    def open_blob(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+            data = blob.read(MAX_DOCUMENT + 1)
+        if len(data) > MAX_DOCUMENT:
+            raise InvalidArgumentError(f"document {digest} is larger than {MAX_DOCUMENT} bytes")
+        return _verified(digest, data)
 
     def read_manifest(self, digest: str) -> bytes:
         return self.read(digest)
 
     def image(self) -> Image:
         """The manifest for this machine's platform, resolving (nested) indexes."""
-        digest = self.top_descriptor()["digest"]
+        descriptor = _descriptor(self.top_descriptor(), "top-level descriptor", sized=False)
         for _ in range(4):
+            digest = self._learn(descriptor)
             manifest = self.read_manifest(digest)
-            document = json.loads(manifest)
+            document = _document(manifest, f"manifest {digest}")
             if "layers" in document:
-                return Image(digest, manifest, self.read(document["config"]["digest"]))
-            digest = _platform_manifest(document)["digest"]
-        raise InvalidArgumentError(f"image index nesting too deep at {digest}")
+                config = _checked_manifest(document, digest)
+                for layer in document["layers"]:
+                    self._learn(layer)
+                return Image(digest, manifest, self.read(self._learn(config)))
+            descriptor = _descriptor(_platform_manifest(document), f"index {digest} entry")
+        raise InvalidArgumentError(f"image index nesting too deep at {descriptor['digest']}")
+
+    def _learn(self, descriptor: dict) -> str:
+        if "size" in descriptor:
+            self.sizes[descriptor["digest"]] = descriptor["size"]
+        return descriptor["digest"]
+
+
+class _Bounded:
+    """A read-only stream that refuses to yield more than `size` bytes."""
+
+    def __init__(self, inner: IO[bytes], digest: str, size: int) -> None:
+        self._inner, self._digest, self._left = inner, digest, size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(self._left + 1 if size < 0 or size > self._left else size)
+        if len(data) > self._left:
+            raise InvalidArgumentError(f"blob {self._digest} is larger than its descriptor says")
+        self._left -= len(data)
+        return data
+
+
+def _read_document(stream: IO[bytes], where: str) -> dict:
+    data = stream.read(MAX_DOCUMENT + 1)
+    if len(data) > MAX_DOCUMENT:
+        raise InvalidArgumentError(f"{where} is larger than {MAX_DOCUMENT} bytes")
+    return _document(data, where)
+
+
+def _document(data: bytes, where: str) -> dict:
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise InvalidArgumentError(f"{where} is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidArgumentError(f"{where} is not a JSON object")
+    return document
+
+
+def _descriptor(value: object, where: str, sized: bool = True) -> dict:
+    """A descriptor with a `sha256:<64 hex>` digest and (`sized`) a non-negative integer size."""
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{where} is not a descriptor object")
+    parse_digest(value.get("digest"))
+    size = value.get("size")
+    if (sized or size is not None) and (type(size) is not int or size < 0):
+        raise InvalidArgumentError(f"{where} ({value['digest']}) has no valid size")
+    return value
+
+
+def _checked_manifest(document: dict, digest: str) -> dict:
+    """Every layer a descriptor; returns the config's."""
+    layers = document.get("layers")
+    if not isinstance(layers, list):
+        raise InvalidArgumentError(f"manifest {digest}: layers is not a list")
+    for index, layer in enumerate(layers):
+        _descriptor(layer, f"manifest {digest} layer {index}")
+    return _descriptor(document.get("config"), f"manifest {digest} config")
 
 
 def _verified(digest: str, data: bytes) -> bytes:
@@ -76,37 +160,49 @@ def _verified(digest: str, data: bytes) -> bytes:
 
 def _platform_manifest(index: dict) -> dict:
     arch = _ARCH.get(platform.machine(), platform.machine())
-    for entry in index.get("manifests", []):
+    for entry in _entries(index, "image index"):
         wanted = entry.get("platform", {})
+        if not isinstance(wanted, dict):
+            continue
         if wanted.get("os", "linux") == "linux" and wanted.get("architecture", arch) == arch:
             return entry
     raise NotFoundError(f"image index has no manifest for linux/{arch}")
 
 
-def _by_tag(index: dict, tag: str | None, where: str) -> dict:
+def _entries(index: dict, where: str) -> list[dict]:
     manifests = index.get("manifests", [])
+    if not isinstance(manifests, list) or not all(isinstance(entry, dict) for entry in manifests):
+        raise InvalidArgumentError(f"{where}: manifests is not a list of descriptors")
+    return manifests
+
+
+def _by_tag(index: dict, tag: str | None, where: str) -> dict:
+    manifests = _entries(index, where)
     if tag is None and len(manifests) == 1:
         return manifests[0]
     for entry in manifests:
-        if entry.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+        annotations = entry.get("annotations")
+        if isinstance(annotations, dict) and annotations.get("org.opencontainers.image.ref.name") == tag:
             return entry
     raise NotFoundError(f"{where}: no image tagged {tag!r}")
 
 
 class OciLayoutSource(ImageSource):
     def __init__(self, path: str, tag: str | None = None) -> None:
+        super().__init__()
         self.path, self.tag = path, tag
 
     def top_descriptor(self) -> dict:
         with open(os.path.join(self.path, "index.json"), "rb") as index:
-            return _by_tag(json.load(index), self.tag, self.path)
+            return _by_tag(_read_document(index, f"{self.path}/index.json"), self.tag, self.path)
 
-    def open_blob(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return open(os.path.join(self.path, "blobs", "sha256", parse_digest(digest)), "rb")
 
 
 class OciArchiveSource(ImageSource):
     def __init__(self, path: str, tag: str | None = None) -> None:
+        super().__init__()
         self.path, self.tag = path, tag
 
     @contextlib.contextmanager
@@ -121,9 +217,9 @@ class OciArchiveSource(ImageSource):
 
     def top_descriptor(self) -> dict:
         with self._member("index.json") as index:
-            return _by_tag(json.load(index), self.tag, self.path)
+            return _by_tag(_read_document(index, f"{self.path}: index.json"), self.tag, self.path)
 
-    def open_blob(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return self._member(f"blobs/sha256/{parse_digest(digest)}")
 
 
@@ -134,6 +230,7 @@ class RegistrySource(ImageSource):
     ACCEPT = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
 
     def __init__(self, reference: str, spool_dir: str, plain_http: bool = False, authfile: str | None = None) -> None:
+        super().__init__()
         found = _REF.match(reference)
         if not found:
             raise InvalidArgumentError(f"image reference {reference!r} is not host/repository[:tag][@digest]")
@@ -148,34 +245,47 @@ class RegistrySource(ImageSource):
         return {"digest": self.ref if self.ref.startswith("sha256:") else self._manifest_digest(self.ref)}
 
     def _manifest_digest(self, tag: str) -> str:
-        content = self._get(f"{self.repo}/manifests/{tag}").content
+        content = self._fetch(f"{self.repo}/manifests/{tag}", MAX_DOCUMENT)
         digest = f"sha256:{hashlib.sha256(content).hexdigest()}"
         self._manifests[digest] = content
         return digest
 
     def read_manifest(self, digest: str) -> bytes:
-        data = self._manifests.get(digest) or self._get(f"{self.repo}/manifests/sha256:{parse_digest(digest)}").content
-        return _verified(digest, data)
+        path = f"{self.repo}/manifests/sha256:{parse_digest(digest)}"
+        return _verified(digest, self._manifests.get(digest) or self._fetch(path, MAX_DOCUMENT))
 
     def read(self, digest: str) -> bytes:
-        return _verified(digest, self._get(f"{self.repo}/blobs/sha256:{parse_digest(digest)}").content)
+        return _verified(digest, self._fetch(f"{self.repo}/blobs/sha256:{parse_digest(digest)}", MAX_DOCUMENT))
 
-    def _get(self, path: str) -> httpx.Response:
-        response = self.client.get(path, headers={"Accept": self.ACCEPT})
-        if response.status_code == 404:
-            raise NotFoundError(f"registry: {path} not found")
-        response.raise_for_status()
-        return response
+    def _fetch(self, path: str, limit: int) -> bytes:
+        """A small document, read no further than `limit` whatever the registry sends."""
+        chunks, total = [], 0
+        with contextlib.closing(self._stream(path)) as stream:
+            for chunk in stream:
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise InvalidArgumentError(f"registry: {path} is larger than {limit} bytes")
+        return b"".join(chunks)
+
+    def _stream(self, path: str) -> Iterator[bytes]:
+        with self.client.stream("GET", path, headers={"Accept": self.ACCEPT}) as response:
+            if response.status_code == 404:
+                raise NotFoundError(f"registry: {path} not found")
+            response.raise_for_status()
+            yield from response.iter_bytes(1 << 20)
 
     @contextlib.contextmanager
-    def open_blob(self, digest: str) -> Iterator[IO[bytes]]:
+    def _open(self, digest: str) -> Iterator[IO[bytes]]:
+        """Spooled to disk, no further than the descriptor's size: a blob that never ends fills nothing."""
+        limit = self.sizes.get(digest, MAX_DOCUMENT)
         os.makedirs(self.spool_dir, exist_ok=True)
+        path = f"{self.repo}/blobs/sha256:{parse_digest(digest)}"
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            with self.client.stream("GET", f"{self.repo}/blobs/sha256:{parse_digest(digest)}") as response:
-                if response.status_code == 404:
-                    raise NotFoundError(f"registry: blob {digest} not found")
-                response.raise_for_status()
-                for chunk in response.iter_bytes(1 << 20):
+            with contextlib.closing(self._stream(path)) as stream:
+                for chunk in stream:
+                    if spool.tell() + len(chunk) > limit:
+                        raise InvalidArgumentError(f"registry: blob {digest} is larger than its descriptor says")
                     spool.write(chunk)
             spool.seek(0)
             yield spool
