@@ -14,7 +14,8 @@ import pytest
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.oci import MAX_DOCUMENT, OciLayoutSource, RegistrySource
 from snapmux.adapters.cvmfs.publish import LayoutPublisher
-from snapmux.domain.errors import InvalidArgumentError
+from snapmux.adapters.cvmfs.registry_auth import MAX_TOKEN_ANSWER, RegistryAuth
+from snapmux.domain.errors import InvalidArgumentError, UnavailableError
 from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
 from tests.support.images import LAYER_GZIP, Descriptor, file, write_image, write_layer
 
@@ -136,3 +137,53 @@ def test_a_registry_that_never_stops_sending_is_cut_off(tmp_path, read):
         read(source)
     spool = tmp_path / "spool"
     assert not spool.exists() or os.listdir(spool) == []
+
+
+# -- registries and token services are trusted with nothing but their own answers
+
+class Gate:
+    """A registry whose 401 names `realm`; records what reached the token service."""
+
+    def __init__(self, realm: str, token_body=None) -> None:
+        self.realm, self.token_body, self.token_requests = realm, token_body, []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            self.token_requests.append(request.headers.get("authorization"))
+            return httpx.Response(200, content=self.token_body() if self.token_body else b'{"token": "t"}')
+        if request.headers.get("authorization") == "Bearer t":
+            return httpx.Response(200, content=b"{}")
+        return httpx.Response(401, headers={"www-authenticate": f'Bearer realm="{self.realm}",service="s"'})
+
+
+def client(gate, credentials=("user", "secret")):
+    return httpx.Client(transport=httpx.MockTransport(gate), auth=RegistryAuth(credentials))
+
+
+def test_credentials_never_go_to_a_plain_http_token_service_of_an_https_registry():
+    gate = Gate("http://registry.example/token")
+    with pytest.raises(UnavailableError, match="plain-http token service http://registry.example/token"):
+        client(gate).get("https://registry.example/v2/a/manifests/t")
+    assert gate.token_requests == []
+
+
+def test_a_plain_http_registry_chosen_by_the_operator_may_use_a_plain_http_realm():
+    gate = Gate("http://registry.example/token")
+    assert client(gate).get("http://registry.example/v2/a/manifests/t").status_code == 200
+    assert gate.token_requests == [RegistryAuth(("user", "secret"))._basic]
+
+
+def test_anonymous_pulls_may_use_any_realm_the_registry_names():
+    gate = Gate("http://registry.example/token")
+    assert client(gate, None).get("https://registry.example/v2/a/manifests/t").status_code == 200
+    assert gate.token_requests == [None]
+
+
+def test_a_token_service_that_never_stops_sending_is_cut_off():
+    def forever():
+        while True:
+            yield b" " * 65536
+
+    gate = Gate("https://registry.example/token", token_body=forever)
+    with pytest.raises(UnavailableError, match=f"answered more than {MAX_TOKEN_ANSWER} bytes"):
+        client(gate).get("https://registry.example/v2/a/manifests/t")
