@@ -18,7 +18,7 @@ import pytest
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from tests.integration.conftest import require_binaries
 from tests.support.hostile_tars import Sentinel, info, tar_bytes, write_raw_layer
-from tests.support.images import file, write_image, write_layer
+from tests.support.images import LAYER_GZIP, Descriptor, file, write_image, write_layer
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="the publisher runs as root; so does the attack")]
@@ -82,6 +82,19 @@ def test_a_hostile_layer_fails_the_publish_by_name_and_touches_nothing_outside(t
     assert store.check_now(parse_digest(good.digest)).published  # a good layer before it stays good
     assert not os.path.lexists(store.layer_dir(parse_digest(bad.digest)))
     assert glob.glob(str(target / ".layers" / "*" / ".tmp-*")) == [] and not (target / ".images").exists()
+
+
+def test_a_layer_digest_that_would_be_a_path_is_refused_before_anything_is_written(tmp_path, host):
+    require_binaries("cvmfs-snapshotter")
+    layout = str(tmp_path / "oci")
+    escape = os.path.relpath(host.path("planted"), str(tmp_path / "layout" / ".layers" / "xx"))
+    traversal = Descriptor(LAYER_GZIP, f"sha256:{escape}", 10)
+    image = write_image(layout, "t", [write_layer(layout, [file("ok.txt", "fine")]), traversal], ["/ok.txt"])
+    before = host.snapshot()
+    done = publish("--target", str(tmp_path / "layout"), image.oci_ref)
+    assert done.returncode == 1 and "is not sha256:<64 lowercase hex>" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and host.snapshot() == before
+    assert not (tmp_path / "layout" / ".layers").exists() or glob.glob(str(tmp_path / "layout" / ".layers" / "*")) == []
 
 
 def test_the_same_from_an_oci_archive_and_a_rerun_changes_nothing_either(tmp_path, host):

@@ -4,6 +4,7 @@ outside the target's `.layers/<xx>/<hex>`."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from snapmux.adapters.cvmfs.oci import MAX_DOCUMENT, OciLayoutSource, RegistrySo
 from snapmux.adapters.cvmfs.publish import LayoutPublisher
 from snapmux.adapters.cvmfs.registry_auth import MAX_TOKEN_ANSWER, RegistryAuth
 from snapmux.domain.errors import InvalidArgumentError, UnavailableError
+from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish_main
 from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
 from tests.support.images import LAYER_GZIP, Descriptor, file, write_image, write_layer
 
@@ -47,8 +49,7 @@ def publish(tmp_path, source):
 
 def nothing_written(tmp_path):
     out = tmp_path / "out"
-    layers = [name for _, dirs, files in os.walk(out / ".layers") for name in dirs + files if name != ".publish.lock"]
-    assert layers == [] and not (out / ".images").exists()
+    assert glob.glob(str(out / ".layers" / "*" / "*")) == [] and not (out / ".images").exists()
     assert sorted(os.listdir(tmp_path)) in (["oci"], ["oci", "out"])  # nothing beside the target either
 
 
@@ -187,3 +188,28 @@ def test_a_token_service_that_never_stops_sending_is_cut_off():
     gate = Gate("https://registry.example/token", token_body=forever)
     with pytest.raises(UnavailableError, match=f"answered more than {MAX_TOKEN_ANSWER} bytes"):
         client(gate).get("https://registry.example/v2/a/manifests/t")
+
+
+# -- what a published layer exposes, and the operator's bounds
+
+def test_published_layers_are_reachable_by_root_only(tmp_path):
+    layout = str(tmp_path / "oci")
+    layer = write_layer(layout, [file("su", "x", mode=0o4755)])
+    target = publish(tmp_path, OciLayoutSource(write_image(layout, "t", [layer], ["/su"]).layout, "t"))
+    layer_dir = CvmfsLayerStore(str(target)).layer_dir(parse_digest(layer.digest))
+    assert os.stat(layer_dir).st_mode & 0o077 == 0 and os.stat(layer_dir).st_uid == 0
+    assert os.stat(os.path.join(layer_dir, "layerfs", "su")).st_mode & 0o7777 == 0o4755
+
+
+def test_the_operator_bounds_layer_size_and_entries_by_flag(tmp_path, capsys):
+    layout = str(tmp_path / "oci")
+    image = write_image(layout, "t", [write_layer(layout, [file("a", "x" * 1000), file("b", "y")])], ["/a"])
+    target = str(tmp_path / "out")
+    assert publish_main(["--max-layer-bytes", "1000", "--target", target, image.oci_ref]) == 1
+    assert "layer unpacks to more than 1000 bytes of files" in capsys.readouterr().err
+    assert publish_main(["--max-layer-entries", "1", "--target", target, image.oci_ref]) == 1
+    assert "more than 1 entries" in capsys.readouterr().err
+    nothing_written(tmp_path)
+    assert publish_main(["--max-layer-bytes", "1001", "--target", target, image.oci_ref]) == 0
+    with pytest.raises(SystemExit):
+        publish_main(["--max-layer-bytes", "0", "--target", target, image.oci_ref])

@@ -199,6 +199,21 @@ def test_names_the_kernel_cannot_hold_are_refused(host, root, name, match):
     refused(root, [member], match)
 
 
+@pytest.mark.parametrize("key, value, match", [
+    ("uid", "4294967296", "uid 4294967296"), ("uid", "4294967295", "uid 4294967295"), ("gid", "99999999999", "gid"),
+    ("mtime", "1e300", "mtime 1e"), ("mtime", "nan", "mtime nan"), ("mtime", "-1e20", "mtime -1e"),
+])
+def test_owners_and_times_no_filesystem_can_hold_are_refused(host, root, key, value, match):
+    member = info("f", data=b"x")
+    member[0].pax_headers[key] = value
+    refused(root, [member], rf"'f' \(file\) has {match}")
+
+
+def test_a_pre_1970_mtime_is_kept(host, root):
+    extract(root, [info("old", data=b"x", mtime=-86400)])
+    assert os.lstat(f"{root}/old").st_mtime == -86400
+
+
 def test_a_symlink_target_longer_than_path_max_is_refused(host, root):
     refused(root, [info("s", SYM, linkname="x" * 5000)], "link target is 5000 bytes")
 

@@ -27,6 +27,10 @@ XATTR_PAX = "SCHILY.xattr."
 ALLOWED_XATTRS = ("user.", "security.capability", "system.posix_acl_access", "system.posix_acl_default")
 NAME_MAX = 255
 PATH_MAX = 4096
+_NO_ID = 2**32 - 1
+"""(uid_t)-1 means "leave unchanged" to chown; anything from it up is no owner."""
+_TIME_LIMIT = 2**40
+"""Seconds (about 35,000 years either way): what time_t and every filesystem can hold."""
 _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
              tarfile.GNUTYPE_LONGLINK)
 _KINDS = {tarfile.DIRTYPE: "directory", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link",
@@ -120,6 +124,11 @@ def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
     if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
         raise InvalidArgumentError(f"{describe(member)} is a device node {member.devmajor}:{member.devminor}; "
                                    "a layer may hold only 0:0 whiteouts")
+    for what, value in (("uid", member.uid), ("gid", member.gid)):
+        if type(value) is not int or not 0 <= value < _NO_ID:
+            raise InvalidArgumentError(f"{describe(member)} has {what} {str(value)[:30]}")
+    if not -_TIME_LIMIT < member.mtime < _TIME_LIMIT:  # also NaN: a PAX mtime is any float
+        raise InvalidArgumentError(f"{describe(member)} has mtime {str(member.mtime)[:30]}")
     setid = member.mode & (stat.S_ISUID | stat.S_ISGID)
     if member.isreg() and setid and member.mode & 0o022:
         raise InvalidArgumentError(f"{describe(member)} is set-id (mode {member.mode:o}) and writable by others")
