@@ -38,7 +38,8 @@ HOSTILE = {
                                                                                            linkname="s/secret")],
                                    "'h' (hard link)"),
     "overlay-xattr": (lambda host: [info("f", data=b"x", xattrs={"trusted.overlay.redirect": "/etc"})], "'f' (file)"),
-    "block-device": (lambda host: [info("sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0)], "'sda' (block device)"),
+    "block-device": (lambda host: [info("sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0)],
+                     "'sda' (block device)"),
 }
 
 

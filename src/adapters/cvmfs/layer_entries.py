@@ -75,7 +75,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type == tarfile.GNUTYPE_SPARSE:
-            raise InvalidArgumentError(f"layer entry {self.name[:200]!r} is a sparse file; no image builder writes those")
+            raise InvalidArgumentError(_sparse(self.name))
         if self.type not in _EXTENDED:
             return super()._proc_member(tar)  # type: ignore[misc]
         if self.size > _state.limits.max_header:
@@ -90,7 +90,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
             _state.depth -= 1
 
     def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict, tar: tarfile.TarFile) -> None:
-        raise InvalidArgumentError(f"layer entry {next.name[:200]!r} is a sparse file; no image builder writes those")
+        raise InvalidArgumentError(_sparse(next.name))
 
 
 def entries(stream: IO[bytes], limits: LayerLimits) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
@@ -120,7 +120,7 @@ def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
     if member.name.count("/") >= limits.max_depth:
         raise InvalidArgumentError(f"{describe(member)} is more than {limits.max_depth} directories deep")
     if member.sparse is not None:
-        raise InvalidArgumentError(f"{describe(member)} is a sparse file; no image builder writes those")
+        raise InvalidArgumentError(_sparse(member.name))
     if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
         raise InvalidArgumentError(f"{describe(member)} is a device node {member.devmajor}:{member.devminor}; "
                                    "a layer may hold only 0:0 whiteouts")
@@ -144,6 +144,10 @@ def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
 def xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
     return {key[len(XATTR_PAX):]: value.encode("utf-8", "surrogateescape")
             for key, value in member.pax_headers.items() if key.startswith(XATTR_PAX)}
+
+
+def _sparse(name: str) -> str:
+    return f"layer entry {name[:200]!r} is a sparse file; no image builder writes those"
 
 
 def _check_name(name: str, member: tarfile.TarInfo, what: str = "name") -> None:

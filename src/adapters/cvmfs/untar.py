@@ -228,7 +228,7 @@ def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base
     assert source is not None
     fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
     with os.fdopen(fd, "wb") as target:
-        shutil.copyfileobj(source, target, 1 << 20)
+        shutil.copyfileobj(source, target, 1 << 16)  # tarfile joins 16 KiB reads: 1 MiB chunks cost 4x the CPU
         target.flush()
         _apply_fd_metadata(target.fileno(), member)
 
