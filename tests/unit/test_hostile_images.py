@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.oci import MAX_DOCUMENT, OciLayoutSource, RegistrySource
+from snapmux.adapters.cvmfs.oci import MAX_DOCUMENT, OciArchiveSource, OciLayoutSource, RegistrySource
 from snapmux.adapters.cvmfs.publish import LayoutPublisher
 from snapmux.adapters.cvmfs.registry_auth import MAX_TOKEN_ANSWER, RegistryAuth
 from snapmux.domain.errors import InvalidArgumentError, UnavailableError
@@ -213,3 +213,12 @@ def test_the_operator_bounds_layer_size_and_entries_by_flag(tmp_path, capsys):
     assert publish_main(["--max-layer-bytes", "1001", "--target", target, image.oci_ref]) == 0
     with pytest.raises(SystemExit):
         publish_main(["--max-layer-bytes", "0", "--target", target, image.oci_ref])
+
+
+def test_an_oci_archive_with_a_huge_header_is_refused_without_reading_it(tmp_path):
+    from tests.support.hostile_tars import raw_header
+
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(raw_header(b"pax", b"x", (8 << 30) - 1))
+    with pytest.raises(InvalidArgumentError, match="extended header"):
+        publish(tmp_path, OciArchiveSource(str(archive), "t"))

@@ -283,6 +283,18 @@ def test_a_decompression_bomb_stops_at_the_byte_limit(host, root):
         extract(root, bomb, LayerLimits(max_bytes=1 << 20))
 
 
+def test_too_many_directories_are_refused(host, root):
+    with pytest.raises(InvalidArgumentError, match="more than 10 directories"):
+        extract(root, [info(f"d{index}", DIR) for index in range(11)], LayerLimits(max_directories=10))
+    extract(str(root) + "2", [info("d", DIR)] * 20 + [info(f"e{index}", DIR) for index in range(9)],
+            LayerLimits(max_directories=10))  # the same directory again counts once
+
+
+@pytest.mark.parametrize("kind", [SYM, LNK])
+def test_an_empty_link_target_is_refused(host, root, kind):
+    refused(root, [info("l", kind, linkname="")], "empty link target")
+
+
 def test_too_many_entries_are_refused(host, root):
     with pytest.raises(InvalidArgumentError, match="more than 100 entries"):
         extract(root, [info(f"f{index}") for index in range(101)], LayerLimits(max_entries=100))

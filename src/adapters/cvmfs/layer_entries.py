@@ -44,6 +44,8 @@ class LayerLimits:
     max_bytes: int = 128 << 30
     """Sum of the regular files' sizes (a gzip bomb expands about 1000x)."""
     max_entries: int = 5_000_000
+    max_directories: int = 1_000_000
+    """Directory metadata waits in memory until the layer's end (a few hundred bytes each)."""
     max_header: int = 1 << 20
     """One PAX or GNU long-name header, read into memory whole."""
     max_header_chain: int = 8
@@ -69,7 +71,7 @@ class _State(threading.local):
 _state = _State()
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
+class BoundedTarInfo(tarfile.TarInfo):
     """Refuses oversized and deeply chained extended headers, and sparse maps, before tarfile
     reads them (the hooks are tarfile's per-header dispatch, stable since Python 3.2)."""
 
@@ -97,7 +99,7 @@ def entries(stream: IO[bytes], limits: LayerLimits) -> Iterator[tuple[tarfile.Ta
     """Each entry of a (gzip or plain) layer tar, checked; the layer's totals are bounded."""
     _state.limits, total, count = limits, 0, 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_BoundedTarInfo) as tar:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 tar.members.clear()  # stream mode needs none of them back; a million would stay in memory
                 count += 1
@@ -117,6 +119,8 @@ def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
     _check_name(member.name, member)
     if member.issym() or member.islnk():
         _check_name(member.linkname, member, "link target")
+        if not member.linkname:
+            raise InvalidArgumentError(f"{describe(member)} has an empty link target")
     if member.name.count("/") >= limits.max_depth:
         raise InvalidArgumentError(f"{describe(member)} is more than {limits.max_depth} directories deep")
     if member.sparse is not None:

@@ -27,6 +27,7 @@ from typing import IO
 
 import httpx
 
+from snapmux.adapters.cvmfs.layer_entries import BoundedTarInfo
 from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.registry_auth import RegistryAuth, credentials_for
 from snapmux.domain.errors import InvalidArgumentError, NotFoundError
@@ -207,8 +208,11 @@ class OciArchiveSource(ImageSource):
 
     @contextlib.contextmanager
     def _member(self, name: str) -> Iterator[IO[bytes]]:
-        with tarfile.open(self.path, "r:") as archive:
-            member = next((m for m in archive if m.name.lstrip("./") == name and m.isreg()), None)
+        with tarfile.open(self.path, "r:", tarinfo=BoundedTarInfo) as archive:  # headers bounded, as in layers
+            while (member := archive.next()) is not None:
+                archive.members.clear()  # one lookup needs no list of every member
+                if member.name.lstrip("./") == name and member.isreg():
+                    break
             if member is None:
                 raise NotFoundError(f"{self.path}: no {name}")
             stream = archive.extractfile(member)

@@ -29,7 +29,7 @@ import stat
 import tarfile
 from typing import IO
 
-from snapmux.adapters.cvmfs.layer_entries import LayerLimits, describe, entries, kind_of, xattrs
+from snapmux.adapters.cvmfs.layer_entries import XATTR_PAX, LayerLimits, describe, entries, kind_of, xattrs
 from snapmux.domain.errors import InvalidArgumentError
 
 OPAQUE_MARKERS = frozenset({".wh..wh..opq", ".wh..opq"})
@@ -42,8 +42,9 @@ _OPEN_DIRS = 64
 def extract_layer(stream: IO[bytes], root: str, limits: LayerLimits | None = None) -> None:
     """Stream a (gzip or plain) layer tar into `root`, created here; directory metadata last."""
     os.makedirs(root, mode=0o755)
-    with _Extractor(root) as extractor:
-        for tar, member in entries(stream, limits or LayerLimits()):
+    limits = limits or LayerLimits()
+    with _Extractor(root, limits.max_directories) as extractor:
+        for tar, member in entries(stream, limits):
             try:
                 extractor.add(tar, member)
             except OSError as error:  # ENOSPC, EIO...: name the entry, keep the errno
@@ -64,8 +65,9 @@ class _Extractor:
     """Holds the root's descriptor and a few open directories; `directories` maps each
     directory entry's path to its (last) member, in the order the paths first appeared."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, max_directories: int) -> None:
         self.root_fd = os.open(root, _DIR_FLAGS)
+        self.max_directories = max_directories
         self.dirs: dict[tuple[str, ...], int] = {}
         self.directories: dict[tuple[str, ...], tarfile.TarInfo] = {}
 
@@ -110,7 +112,7 @@ class _Extractor:
         if not parts:
             if not member.isdir():
                 raise InvalidArgumentError(f"{describe(member)} names the layer root but is not a directory")
-            self.directories[parts] = member
+            self._pending(parts, member)
             return
         parent = self.open_dir(parts[:-1], True, member)
         base = parts[-1]
@@ -120,6 +122,13 @@ class _Extractor:
             self._whiteout(parent, base[len(WHITEOUT_PREFIX):], member)
         elif self._make_room(parent, base, member):
             self._create(tar, member, parent, base)
+
+    def _pending(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+        """Kept until `finish`: bounded in number, and with only the PAX records still needed."""
+        if parts not in self.directories and len(self.directories) >= self.max_directories:
+            raise InvalidArgumentError(f"layer has more than {self.max_directories} directories")
+        member.pax_headers = {key: value for key, value in member.pax_headers.items() if key.startswith(XATTR_PAX)}
+        self.directories[parts] = member
 
     def _whiteout(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
         if not name or name in (".", "..") or name.startswith(WHITEOUT_PREFIX):
@@ -142,7 +151,7 @@ class _Extractor:
         if stat.S_ISDIR(found.st_mode):
             if not member.isdir():
                 raise InvalidArgumentError(f"{describe(member)} would replace a directory of the same layer")
-            self.directories[relative_parts(member.name)] = member
+            self._pending(relative_parts(member.name), member)
             return False
         os.unlink(base, dir_fd=parent)  # never follows: removes the earlier entry itself
         if member.isdir() and stat.S_ISCHR(found.st_mode) and found.st_rdev == os.makedev(0, 0):
@@ -161,7 +170,7 @@ class _Extractor:
             _write_file(tar, member, parent, base)
         elif member.isdir():
             os.mkdir(base, 0o700, dir_fd=parent)
-            self.directories[relative_parts(member.name)] = member
+            self._pending(relative_parts(member.name), member)
         elif member.issym():
             os.symlink(member.linkname, base, dir_fd=parent)
             _set_owner_and_times(member, parent, base)
