@@ -151,7 +151,7 @@ class Gate:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/token":
             self.token_requests.append(request.headers.get("authorization"))
-            return httpx.Response(200, content=self.token_body() if self.token_body else b'{"token": "t"}')
+            return httpx.Response(200, content=(self.token_body or (lambda: iter([b'{"token": "t"}'])))())  # streamed
         if request.headers.get("authorization") == "Bearer t":
             return httpx.Response(200, content=b"{}")
         return httpx.Response(401, headers={"www-authenticate": f'Bearer realm="{self.realm}",service="s"'})

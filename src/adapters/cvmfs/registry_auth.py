@@ -90,7 +90,8 @@ class RegistryAuth(httpx.Auth):
                 raise UnavailableError(f"registry {request.url.host} names the plain-http token service "
                                        f"{challenge['realm']}; its credentials are sent over https only")
             token_response = yield token_request(challenge, self._basic)
-            self._authorization = f"Bearer {token_from(_read_small(token_response, challenge), challenge)}"
+            _read_small(token_response, challenge)
+            self._authorization = f"Bearer {token_from(token_response, challenge)}"
         elif self._basic and _scheme(response) == "basic" and self._authorization != self._basic:
             self._authorization = self._basic
         else:
@@ -99,15 +100,16 @@ class RegistryAuth(httpx.Auth):
         yield request
 
 
-def _read_small(response: httpx.Response, challenge: dict[str, str]) -> httpx.Response:
-    """The token answer, read no further than MAX_TOKEN_ANSWER whatever the realm sends."""
+def _read_small(response: httpx.Response, challenge: dict[str, str]) -> None:
+    """Reads the token answer no further than MAX_TOKEN_ANSWER, whatever the realm sends. The body
+    is kept as the response's content (httpx's own `read()` after the flow is then a no-op)."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
         if len(body) > MAX_TOKEN_ANSWER:
             response.close()
             raise UnavailableError(f"token service {challenge['realm']} answered more than {MAX_TOKEN_ANSWER} bytes")
-    return httpx.Response(response.status_code, content=bytes(body))
+    response._content = bytes(body)  # what Response.read() itself stores
 
 
 def _basic_header(user: str, password: str) -> str:
