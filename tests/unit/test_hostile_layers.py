@@ -300,6 +300,11 @@ def test_too_many_entries_are_refused(host, root):
         extract(root, [info(f"f{index}") for index in range(101)], LayerLimits(max_entries=100))
 
 
+def test_a_file_cut_short_is_refused_by_name(host, root):
+    whole = tar_bytes([info("big", data=b"x" * 5000)])
+    refused(root, whole[:2048], r"'big' \(file\): unexpected end of data")
+
+
 def test_garbage_and_unknown_types_are_refused(host, root):
     refused(root, b"not a tar at all" * 100, "not a readable tar")
     refused(str(root) + "2", [info("v", b"V")], r"'v' \(type b'V'\)")

@@ -49,6 +49,8 @@ def extract_layer(stream: IO[bytes], root: str, limits: LayerLimits | None = Non
                 extractor.add(tar, member)
             except OSError as error:  # ENOSPC, EIO...: name the entry, keep the errno
                 raise OSError(error.errno, f"{describe(member)}: {error.strerror}") from None
+            except tarfile.TarError as error:  # its data cut short
+                raise InvalidArgumentError(f"{describe(member)}: {error}") from None
         extractor.finish()
 
 
@@ -198,7 +200,8 @@ class _Extractor:
         os.link(parts[-1], base, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
 
     def finish(self) -> None:
-        """Directory metadata, deepest (latest seen) first, each on its own descriptor."""
+        """Directory metadata, latest seen first, each through its own descriptor (a directory's own
+        metadata never changes its parent's times, so any order would do)."""
         for parts, member in reversed(self.directories.items()):
             _apply_fd_metadata(self.open_dir(parts, False, member), member)
             if len(self.dirs) > _OPEN_DIRS:
