@@ -372,3 +372,46 @@ def test_directory_attributes_are_never_copied_through_a_swapped_symlink(tmp_pat
     monkeypatch.setattr(_ShadowWriter, "_copy_dir_attributes", swapped)
     with pytest.raises(OSError):
         ShadowCache(str(tmp_path / "root"), userxattr=False).build("a" * 64, str(layerfs))
+
+
+# -- PAX and GNU records that rewrite an entry after its ustar header looked harmless
+
+def pax_override(member, **records):
+    member[0].pax_headers.update(records)
+    return member
+
+
+@pytest.mark.parametrize("records, match", [
+    ({"path": "../../escape"}, "escapes the layer root"),
+    ({"path": "/etc/escape"}, "is an absolute path"),
+    ({"path": "ok/../../escape"}, "escapes the layer root"),
+], ids=["pax-dotdot", "pax-absolute", "pax-nested"])
+def test_a_pax_path_cannot_move_a_harmless_entry_out(host, root, records, match):
+    refused(root, [pax_override(info("harmless", data=b"x"), **records)], match)
+    assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(root)), "escape"))
+
+
+def test_a_pax_linkpath_cannot_point_a_hard_link_out(host, root):
+    refused(root, [info("f", data=b"x"), pax_override(info("h", LNK, linkname="f"), linkpath="../../host/secret")],
+            "escapes the layer root")
+
+
+def test_a_global_pax_header_applies_its_xattrs_to_every_entry_and_is_refused(host, root):
+    records = pax_record("SCHILY.xattr.trusted.overlay.redirect", "/etc")
+    raw = raw_header(b"global", tarfile.XGLTYPE, len(records), records) + tar_bytes([info("f", data=b"x")])
+    refused(root, raw, "trusted.overlay.redirect")
+
+
+@pytest.mark.parametrize("form", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["gnu", "pax"])
+def test_long_names_and_link_targets_within_limits_extract(host, root, form):
+    long_dir, long_target = "/".join(["component" * 20] * 3), "t" * 1000
+    extract(root, [info(f"{long_dir}/file", data=b"x"), info("s", SYM, linkname=long_target),
+                   info("h", LNK, linkname=f"{long_dir}/file")], format=form)
+    assert open(f"{root}/{long_dir}/file").read() == "x" and os.readlink(f"{root}/s") == long_target
+    assert os.lstat(f"{root}/h").st_ino == os.lstat(f"{root}/{long_dir}/file").st_ino
+
+
+@pytest.mark.parametrize("name", [".wh...", ".wh..", ".wh..wh.plnk", ".wh..wh..wh.x"])
+def test_whiteouts_of_dot_names_and_aufs_bookkeeping_change_nothing(host, root, name):
+    extract(root, [info("d", DIR), info(f"d/{name}")])
+    assert os.listdir(f"{root}/d") == [] and os.listxattr(f"{root}/d") == []
