@@ -125,6 +125,12 @@ def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
         raise InvalidArgumentError(f"{describe(member)} is more than {limits.max_depth} directories deep")
     if member.sparse is not None:
         raise InvalidArgumentError(_sparse(member.name))
+    _check_node(member)
+    _check_xattrs(member)
+
+
+def _check_node(member: tarfile.TarInfo) -> None:
+    """Type, owner, times and mode: what the kernel will be asked to create."""
     if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
         raise InvalidArgumentError(f"{describe(member)} is a device node {member.devmajor}:{member.devminor}; "
                                    "a layer may hold only 0:0 whiteouts")
@@ -136,6 +142,9 @@ def check(member: tarfile.TarInfo, limits: LayerLimits) -> None:
     setid = member.mode & (stat.S_ISUID | stat.S_ISGID)
     if member.isreg() and setid and member.mode & 0o022:
         raise InvalidArgumentError(f"{describe(member)} is set-id (mode {member.mode:o}) and writable by others")
+
+
+def _check_xattrs(member: tarfile.TarInfo) -> None:
     for name in xattrs(member):
         if not name.startswith(ALLOWED_XATTRS):
             raise InvalidArgumentError(f"{describe(member)} carries xattr {name[:100]!r}; a layer may set only "
