@@ -29,6 +29,16 @@ import httpx
 
 from snapmux.adapters.cvmfs.layer_entries import BoundedTarInfo
 from snapmux.adapters.cvmfs.layers import parse_digest
+from snapmux.adapters.cvmfs.oci_documents import (
+    MAX_DOCUMENT,
+    BoundedBlob,
+    checked_manifest,
+    descriptor_of,
+    document_of,
+    index_entries,
+    read_document,
+    verified,
+)
 from snapmux.adapters.cvmfs.registry_auth import RegistryAuth, credentials_for
 from snapmux.domain.errors import InvalidArgumentError, NotFoundError
 
@@ -36,10 +46,6 @@ INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docke
 MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 _REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]{1,128}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
-
-
-MAX_DOCUMENT = 4 << 20
-"""Index, manifest or config: distribution refuses manifests above 4 MiB, so does this."""
 
 
 @dataclass(frozen=True)
@@ -68,31 +74,31 @@ class ImageSource:
     def open_blob(self, digest: str) -> Iterator[IO[bytes]]:
         """The blob, cut off past its descriptor's size (unknown: MAX_DOCUMENT)."""
         with self._open(digest) as raw:
-            yield _Bounded(raw, digest, self.sizes.get(digest, MAX_DOCUMENT))  # type: ignore[misc]
+            yield BoundedBlob(raw, digest, self.sizes.get(digest, MAX_DOCUMENT))  # type: ignore[misc]
 
     def read(self, digest: str) -> bytes:
         with self.open_blob(digest) as blob:
             data = blob.read(MAX_DOCUMENT + 1)
         if len(data) > MAX_DOCUMENT:
             raise InvalidArgumentError(f"document {digest} is larger than {MAX_DOCUMENT} bytes")
-        return _verified(digest, data)
+        return verified(digest, data)
 
     def read_manifest(self, digest: str) -> bytes:
         return self.read(digest)
 
     def image(self) -> Image:
         """The manifest for this machine's platform, resolving (nested) indexes."""
-        descriptor = _descriptor(self.top_descriptor(), "top-level descriptor", sized=False)
+        descriptor = descriptor_of(self.top_descriptor(), "top-level descriptor", sized=False)
         for _ in range(4):
             digest = self._learn(descriptor)
             manifest = self.read_manifest(digest)
-            document = _document(manifest, f"manifest {digest}")
+            document = document_of(manifest, f"manifest {digest}")
             if "layers" in document:
-                config = _checked_manifest(document, digest)
+                config = checked_manifest(document, digest)
                 for layer in document["layers"]:
                     self._learn(layer)
                 return Image(digest, manifest, self.read(self._learn(config)))
-            descriptor = _descriptor(_platform_manifest(document), f"index {digest} entry")
+            descriptor = descriptor_of(_platform_manifest(document), f"index {digest} entry")
         raise InvalidArgumentError(f"image index nesting too deep at {descriptor['digest']}")
 
     def _learn(self, descriptor: dict) -> str:
@@ -101,67 +107,9 @@ class ImageSource:
         return descriptor["digest"]
 
 
-class _Bounded:
-    """A read-only stream that refuses to yield more than `size` bytes."""
-
-    def __init__(self, inner: IO[bytes], digest: str, size: int) -> None:
-        self._inner, self._digest, self._left = inner, digest, size
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(self._left + 1 if size < 0 or size > self._left else size)
-        if len(data) > self._left:
-            raise InvalidArgumentError(f"blob {self._digest} is larger than its descriptor says")
-        self._left -= len(data)
-        return data
-
-
-def _read_document(stream: IO[bytes], where: str) -> dict:
-    data = stream.read(MAX_DOCUMENT + 1)
-    if len(data) > MAX_DOCUMENT:
-        raise InvalidArgumentError(f"{where} is larger than {MAX_DOCUMENT} bytes")
-    return _document(data, where)
-
-
-def _document(data: bytes, where: str) -> dict:
-    try:
-        document = json.loads(data)
-    except ValueError as error:
-        raise InvalidArgumentError(f"{where} is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidArgumentError(f"{where} is not a JSON object")
-    return document
-
-
-def _descriptor(value: object, where: str, sized: bool = True) -> dict:
-    """A descriptor with a `sha256:<64 hex>` digest and (`sized`) a non-negative integer size."""
-    if not isinstance(value, dict):
-        raise InvalidArgumentError(f"{where} is not a descriptor object")
-    parse_digest(value.get("digest"))
-    size = value.get("size")
-    if (sized or size is not None) and (type(size) is not int or size < 0):
-        raise InvalidArgumentError(f"{where} ({value['digest']}) has no valid size")
-    return value
-
-
-def _checked_manifest(document: dict, digest: str) -> dict:
-    """Every layer a descriptor; returns the config's."""
-    layers = document.get("layers")
-    if not isinstance(layers, list):
-        raise InvalidArgumentError(f"manifest {digest}: layers is not a list")
-    for index, layer in enumerate(layers):
-        _descriptor(layer, f"manifest {digest} layer {index}")
-    return _descriptor(document.get("config"), f"manifest {digest} config")
-
-
-def _verified(digest: str, data: bytes) -> bytes:
-    if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
-        raise InvalidArgumentError(f"blob {digest} does not match its digest")
-    return data
-
-
 def _platform_manifest(index: dict) -> dict:
     arch = _ARCH.get(platform.machine(), platform.machine())
-    for entry in _entries(index, "image index"):
+    for entry in index_entries(index, "image index"):
         wanted = entry.get("platform", {})
         if not isinstance(wanted, dict):
             continue
@@ -170,15 +118,8 @@ def _platform_manifest(index: dict) -> dict:
     raise NotFoundError(f"image index has no manifest for linux/{arch}")
 
 
-def _entries(index: dict, where: str) -> list[dict]:
-    manifests = index.get("manifests", [])
-    if not isinstance(manifests, list) or not all(isinstance(entry, dict) for entry in manifests):
-        raise InvalidArgumentError(f"{where}: manifests is not a list of descriptors")
-    return manifests
-
-
 def _by_tag(index: dict, tag: str | None, where: str) -> dict:
-    manifests = _entries(index, where)
+    manifests = index_entries(index, where)
     if tag is None and len(manifests) == 1:
         return manifests[0]
     for entry in manifests:
@@ -195,7 +136,7 @@ class OciLayoutSource(ImageSource):
 
     def top_descriptor(self) -> dict:
         with open(os.path.join(self.path, "index.json"), "rb") as index:
-            return _by_tag(_read_document(index, f"{self.path}/index.json"), self.tag, self.path)
+            return _by_tag(read_document(index, f"{self.path}/index.json"), self.tag, self.path)
 
     def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return open(os.path.join(self.path, "blobs", "sha256", parse_digest(digest)), "rb")
@@ -221,7 +162,7 @@ class OciArchiveSource(ImageSource):
 
     def top_descriptor(self) -> dict:
         with self._member("index.json") as index:
-            return _by_tag(_read_document(index, f"{self.path}: index.json"), self.tag, self.path)
+            return _by_tag(read_document(index, f"{self.path}: index.json"), self.tag, self.path)
 
     def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return self._member(f"blobs/sha256/{parse_digest(digest)}")
@@ -256,10 +197,10 @@ class RegistrySource(ImageSource):
 
     def read_manifest(self, digest: str) -> bytes:
         path = f"{self.repo}/manifests/sha256:{parse_digest(digest)}"
-        return _verified(digest, self._manifests.get(digest) or self._fetch(path, MAX_DOCUMENT))
+        return verified(digest, self._manifests.get(digest) or self._fetch(path, MAX_DOCUMENT))
 
     def read(self, digest: str) -> bytes:
-        return _verified(digest, self._fetch(f"{self.repo}/blobs/sha256:{parse_digest(digest)}", MAX_DOCUMENT))
+        return verified(digest, self._fetch(f"{self.repo}/blobs/sha256:{parse_digest(digest)}", MAX_DOCUMENT))
 
     def _fetch(self, path: str, limit: int) -> bytes:
         """A small document, read no further than `limit` whatever the registry sends."""
