@@ -222,3 +222,23 @@ def test_an_oci_archive_with_a_huge_header_is_refused_without_reading_it(tmp_pat
     archive.write_bytes(raw_header(b"pax", b"x", (8 << 30) - 1))
     with pytest.raises(InvalidArgumentError, match="extended header"):
         publish(tmp_path, OciArchiveSource(str(archive), "t"))
+
+
+@pytest.mark.parametrize("reference", [
+    "registry.example/../../admin:t", "registry.example/a/./b", "registry.example/a:..", "registry.example/a:-x",
+    "user:pass@evil.example/a:t", "registry.example/a?x=1:t", "registry.example/a#frag", "evil.example/a\n:t",
+    "registry.example//a", "registry.example/a/", "registry.example/A",
+])
+def test_an_image_reference_that_could_bend_the_registry_url_is_refused(tmp_path, reference):
+    with pytest.raises(InvalidArgumentError, match="is not host/repository"):
+        RegistrySource(reference, str(tmp_path))
+
+
+@pytest.mark.parametrize("reference, repo, ref", [
+    ("registry-1.docker.io/library/busybox:1.36", "library/busybox", "1.36"),
+    ("127.0.0.1:5000/team/app__x/y-z.w", "team/app__x/y-z.w", "latest"),
+    ("[::1]:5000/a@sha256:" + "0" * 64, "a", "sha256:" + "0" * 64),
+])
+def test_ordinary_references_still_parse(tmp_path, reference, repo, ref):
+    source = RegistrySource(reference, str(tmp_path))
+    assert (source.repo, source.ref) == (repo, ref)
