@@ -3,6 +3,12 @@
 Each source gives the platform's manifest (an index is resolved to this machine's
 platform) and opens blobs by digest. Registry blobs are spooled to a file beside the
 layout first, so their digest is known good before anything is extracted from them.
+
+Sources are untrusted (a registry, a layout someone handed over): every digest is checked
+to be `sha256:<64 hex>` before it names a file or URL, indexes, manifests and configs are
+JSON objects of at most MAX_DOCUMENT bytes with well-formed descriptors, and no blob may
+yield more bytes than its descriptor's size (a registry or a layout blob that never ends -
+a FIFO, /dev/zero - is cut off there rather than read forever).
 """
 
 from __future__ import annotations
@@ -21,14 +27,29 @@ from typing import IO
 
 import httpx
 
+from snapmux.adapters.cvmfs.layer_entries import BoundedTarInfo
 from snapmux.adapters.cvmfs.layers import parse_digest
+from snapmux.adapters.cvmfs.oci_documents import (
+    MAX_DOCUMENT,
+    BoundedBlob,
+    checked_manifest,
+    descriptor_of,
+    document_of,
+    index_entries,
+    read_document,
+    verified,
+)
 from snapmux.adapters.cvmfs.registry_auth import RegistryAuth, credentials_for
 from snapmux.domain.errors import InvalidArgumentError, NotFoundError
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
 MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-_REF = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]{1,128}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REF = re.compile(  # distribution's reference grammar: no "..", userinfo or query can reach a URL
+    r"(?P<host>(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?)"
+    rf"/(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 
 
 @dataclass(frozen=True)
@@ -43,76 +64,100 @@ class Image:
 
 
 class ImageSource:
-    """Template: subclasses read raw blobs and the top-level descriptor."""
+    """Template: subclasses open raw blobs (`_open`) and give the top-level descriptor."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        """Each blob's size as its descriptor gives it, learnt while resolving the image."""
 
     def top_descriptor(self) -> dict: ...
 
+    def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[IO[bytes]]:
+        """The blob, cut off past its descriptor's size (unknown: MAX_DOCUMENT)."""
+        with self._open(digest) as raw:
+            yield BoundedBlob(raw, digest, self.sizes.get(digest, MAX_DOCUMENT))  # type: ignore[misc]
+
     def read(self, digest: str) -> bytes:
         with self.open_blob(digest) as blob:
-            return _verified(digest, blob.read())
-
-    def open_blob(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+            data = blob.read(MAX_DOCUMENT + 1)
+        if len(data) > MAX_DOCUMENT:
+            raise InvalidArgumentError(f"document {digest} is larger than {MAX_DOCUMENT} bytes")
+        return verified(digest, data)
 
     def read_manifest(self, digest: str) -> bytes:
         return self.read(digest)
 
     def image(self) -> Image:
         """The manifest for this machine's platform, resolving (nested) indexes."""
-        digest = self.top_descriptor()["digest"]
+        descriptor = descriptor_of(self.top_descriptor(), "top-level descriptor", sized=False)
         for _ in range(4):
+            digest = self._learn(descriptor)
             manifest = self.read_manifest(digest)
-            document = json.loads(manifest)
+            document = document_of(manifest, f"manifest {digest}")
             if "layers" in document:
-                return Image(digest, manifest, self.read(document["config"]["digest"]))
-            digest = _platform_manifest(document)["digest"]
-        raise InvalidArgumentError(f"image index nesting too deep at {digest}")
+                config = checked_manifest(document, digest)
+                for layer in document["layers"]:
+                    self._learn(layer)
+                return Image(digest, manifest, self.read(self._learn(config)))
+            descriptor = descriptor_of(_platform_manifest(document), f"index {digest} entry")
+        raise InvalidArgumentError(f"image index nesting too deep at {descriptor['digest']}")
 
-
-def _verified(digest: str, data: bytes) -> bytes:
-    if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
-        raise InvalidArgumentError(f"blob {digest} does not match its digest")
-    return data
+    def _learn(self, descriptor: dict) -> str:
+        if "size" in descriptor:
+            self.sizes[descriptor["digest"]] = descriptor["size"]
+        return descriptor["digest"]
 
 
 def _platform_manifest(index: dict) -> dict:
     arch = _ARCH.get(platform.machine(), platform.machine())
-    for entry in index.get("manifests", []):
+    for entry in index_entries(index, "image index"):
         wanted = entry.get("platform", {})
+        if not isinstance(wanted, dict):
+            continue
         if wanted.get("os", "linux") == "linux" and wanted.get("architecture", arch) == arch:
             return entry
     raise NotFoundError(f"image index has no manifest for linux/{arch}")
 
 
 def _by_tag(index: dict, tag: str | None, where: str) -> dict:
-    manifests = index.get("manifests", [])
+    manifests = index_entries(index, where)
     if tag is None and len(manifests) == 1:
         return manifests[0]
     for entry in manifests:
-        if entry.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+        annotations = entry.get("annotations")
+        if isinstance(annotations, dict) and annotations.get("org.opencontainers.image.ref.name") == tag:
             return entry
     raise NotFoundError(f"{where}: no image tagged {tag!r}")
 
 
 class OciLayoutSource(ImageSource):
     def __init__(self, path: str, tag: str | None = None) -> None:
+        super().__init__()
         self.path, self.tag = path, tag
 
     def top_descriptor(self) -> dict:
         with open(os.path.join(self.path, "index.json"), "rb") as index:
-            return _by_tag(json.load(index), self.tag, self.path)
+            return _by_tag(read_document(index, f"{self.path}/index.json"), self.tag, self.path)
 
-    def open_blob(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return open(os.path.join(self.path, "blobs", "sha256", parse_digest(digest)), "rb")
 
 
 class OciArchiveSource(ImageSource):
     def __init__(self, path: str, tag: str | None = None) -> None:
+        super().__init__()
         self.path, self.tag = path, tag
 
     @contextlib.contextmanager
     def _member(self, name: str) -> Iterator[IO[bytes]]:
-        with tarfile.open(self.path, "r:") as archive:
-            member = next((m for m in archive if m.name.lstrip("./") == name and m.isreg()), None)
+        with tarfile.open(self.path, "r:", tarinfo=BoundedTarInfo) as archive:  # headers bounded, as in layers
+            while (member := archive.next()) is not None:
+                archive.members.clear()  # one lookup needs no list of every member
+                if member.name.lstrip("./") == name and member.isreg():
+                    break
             if member is None:
                 raise NotFoundError(f"{self.path}: no {name}")
             stream = archive.extractfile(member)
@@ -121,9 +166,9 @@ class OciArchiveSource(ImageSource):
 
     def top_descriptor(self) -> dict:
         with self._member("index.json") as index:
-            return _by_tag(json.load(index), self.tag, self.path)
+            return _by_tag(read_document(index, f"{self.path}: index.json"), self.tag, self.path)
 
-    def open_blob(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return self._member(f"blobs/sha256/{parse_digest(digest)}")
 
 
@@ -134,7 +179,8 @@ class RegistrySource(ImageSource):
     ACCEPT = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
 
     def __init__(self, reference: str, spool_dir: str, plain_http: bool = False, authfile: str | None = None) -> None:
-        found = _REF.match(reference)
+        super().__init__()
+        found = _REF.fullmatch(reference)
         if not found:
             raise InvalidArgumentError(f"image reference {reference!r} is not host/repository[:tag][@digest]")
         self.repo, self.spool_dir = found["repo"], spool_dir
@@ -148,34 +194,47 @@ class RegistrySource(ImageSource):
         return {"digest": self.ref if self.ref.startswith("sha256:") else self._manifest_digest(self.ref)}
 
     def _manifest_digest(self, tag: str) -> str:
-        content = self._get(f"{self.repo}/manifests/{tag}").content
+        content = self._fetch(f"{self.repo}/manifests/{tag}", MAX_DOCUMENT)
         digest = f"sha256:{hashlib.sha256(content).hexdigest()}"
         self._manifests[digest] = content
         return digest
 
     def read_manifest(self, digest: str) -> bytes:
-        data = self._manifests.get(digest) or self._get(f"{self.repo}/manifests/sha256:{parse_digest(digest)}").content
-        return _verified(digest, data)
+        path = f"{self.repo}/manifests/sha256:{parse_digest(digest)}"
+        return verified(digest, self._manifests.get(digest) or self._fetch(path, MAX_DOCUMENT))
 
     def read(self, digest: str) -> bytes:
-        return _verified(digest, self._get(f"{self.repo}/blobs/sha256:{parse_digest(digest)}").content)
+        return verified(digest, self._fetch(f"{self.repo}/blobs/sha256:{parse_digest(digest)}", MAX_DOCUMENT))
 
-    def _get(self, path: str) -> httpx.Response:
-        response = self.client.get(path, headers={"Accept": self.ACCEPT})
-        if response.status_code == 404:
-            raise NotFoundError(f"registry: {path} not found")
-        response.raise_for_status()
-        return response
+    def _fetch(self, path: str, limit: int) -> bytes:
+        """A small document, read no further than `limit` whatever the registry sends."""
+        chunks, total = [], 0
+        with contextlib.closing(self._stream(path)) as stream:
+            for chunk in stream:
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise InvalidArgumentError(f"registry: {path} is larger than {limit} bytes")
+        return b"".join(chunks)
+
+    def _stream(self, path: str) -> Iterator[bytes]:
+        with self.client.stream("GET", path, headers={"Accept": self.ACCEPT}) as response:
+            if response.status_code == 404:
+                raise NotFoundError(f"registry: {path} not found")
+            response.raise_for_status()
+            yield from response.iter_bytes(1 << 20)
 
     @contextlib.contextmanager
-    def open_blob(self, digest: str) -> Iterator[IO[bytes]]:
+    def _open(self, digest: str) -> Iterator[IO[bytes]]:
+        """Spooled to disk, no further than the descriptor's size: a blob that never ends fills nothing."""
+        limit = self.sizes.get(digest, MAX_DOCUMENT)
         os.makedirs(self.spool_dir, exist_ok=True)
+        path = f"{self.repo}/blobs/sha256:{parse_digest(digest)}"
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
-            with self.client.stream("GET", f"{self.repo}/blobs/sha256:{parse_digest(digest)}") as response:
-                if response.status_code == 404:
-                    raise NotFoundError(f"registry: blob {digest} not found")
-                response.raise_for_status()
-                for chunk in response.iter_bytes(1 << 20):
+            with contextlib.closing(self._stream(path)) as stream:
+                for chunk in stream:
+                    if spool.tell() + len(chunk) > limit:
+                        raise InvalidArgumentError(f"registry: blob {digest} is larger than its descriptor says")
                     spool.write(chunk)
             spool.seek(0)
             yield spool

@@ -5,6 +5,10 @@ compressed digest checked while streaming, the marker written, the filesystem sy
 and only then renamed to `.layers/<xx>/<hex>`: a half-written layer never looks
 available, and a crash leaves only a `.tmp-*` directory that the next run removes.
 A layer already in place is skipped. One publisher at a time holds `.layers/.publish.lock`.
+
+`.layers/<xx>/<hex>` stays 0700 (mkdtemp's mode): what a layer holds - set-id binaries,
+world-writable directories - is reachable by root only (the snapshotter), never by a local
+user on the publishing host, during extraction or after.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from snapmux.adapters.cvmfs.layers import (
     CvmfsLayerStore,
     parse_digest,
 )
+from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.untar import extract_layer
 from snapmux.adapters.durable import fsync_dir
 from snapmux.domain.errors import InvalidArgumentError
@@ -66,8 +71,9 @@ class _HashingReader:
 
 
 class LayoutPublisher:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, limits: LayerLimits | None = None) -> None:
         self.store = CvmfsLayerStore(base)
+        self.limits = limits or LayerLimits()
         self.layers_dir = os.path.join(self.store.base, ".layers")
 
     @contextlib.contextmanager
@@ -110,7 +116,7 @@ class LayoutPublisher:
     def _extract_verified(self, digest: str, open_blob: BlobOpener, scratch: str) -> None:
         with open_blob(digest) as blob:
             reader = _HashingReader(blob)
-            extract_layer(reader, os.path.join(scratch, "layerfs"))  # type: ignore[arg-type]
+            extract_layer(reader, os.path.join(scratch, "layerfs"), self.limits)  # type: ignore[arg-type]
             actual = reader.drain()
         if f"sha256:{actual}" != digest:
             raise InvalidArgumentError(f"layer blob {digest} has digest sha256:{actual}")

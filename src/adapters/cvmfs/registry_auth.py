@@ -6,6 +6,10 @@ with 401 and `WWW-Authenticate: Bearer realm="...",service="...",scope="..."`; t
 fetches a token from the realm (with the user's credentials, if any, as Basic auth) and retries
 with `Authorization: Bearer` (distribution's token authentication specification). A registry
 that answers `Basic` gets the credentials directly.
+
+The registry is not trusted with more than its own credentials: they go to the token service
+it names only over https when the registry itself is reached over https (a plain-http realm
+would be a downgrade anyone on the path could read).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from snapmux.domain.errors import InvalidArgumentError, UnavailableError
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 Credentials = tuple[str, str]
+
+MAX_TOKEN_ANSWER = 1 << 20
+"""A token answer is a few KiB of JSON; a realm sending more is refused, not buffered."""
 
 _DOCKER_HUB = {"docker.io", "registry-1.docker.io", "index.docker.io"}
 """docker login stores Docker Hub under `https://index.docker.io/v1/`; pulls go to registry-1."""
@@ -79,8 +86,11 @@ class RegistryAuth(httpx.Auth):
         response = yield request
         challenge = bearer_challenge(response)
         if challenge is not None:
+            if self._basic and request.url.scheme == "https" and not challenge["realm"].startswith("https://"):
+                raise UnavailableError(f"registry {request.url.host} names the plain-http token service "
+                                       f"{challenge['realm']}; its credentials are sent over https only")
             token_response = yield token_request(challenge, self._basic)
-            token_response.read()
+            _read_small(token_response, challenge)
             self._authorization = f"Bearer {token_from(token_response, challenge)}"
         elif self._basic and _scheme(response) == "basic" and self._authorization != self._basic:
             self._authorization = self._basic
@@ -88,6 +98,18 @@ class RegistryAuth(httpx.Auth):
             return
         request.headers["Authorization"] = self._authorization
         yield request
+
+
+def _read_small(response: httpx.Response, challenge: dict[str, str]) -> None:
+    """Reads the token answer no further than MAX_TOKEN_ANSWER, whatever the realm sends. The body
+    is kept as the response's content (httpx's own `read()` after the flow is then a no-op)."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_TOKEN_ANSWER:
+            response.close()
+            raise UnavailableError(f"token service {challenge['realm']} answered more than {MAX_TOKEN_ANSWER} bytes")
+    response._content = bytes(body)  # what Response.read() itself stores
 
 
 def _basic_header(user: str, password: str) -> str:

@@ -39,6 +39,7 @@ META_PREFIX = ".wh..wh."
 """aufs bookkeeping (`.wh..wh.plnk`, ...): hidden, deletes nothing."""
 READY = "ready"
 TMP_PREFIX = ".tmp-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ScanStopped(Exception):
@@ -158,7 +159,9 @@ class _ShadowWriter:
         os.mkdir(self.upper)
         os.mkdir(self.lower)
         self.upper_dirs.add("")
-        for dirpath, dirnames, filenames in os.walk(self.layerfs, onerror=_raise):
+        if os.path.islink(self.layerfs):
+            raise ValueError(f"{self.layerfs} is a symlink; a layer's root must be its own directory")
+        for dirpath, dirnames, filenames, _ in os.fwalk(self.layerfs, onerror=_raise):  # never through a symlink
             if self.stop is not None and self.stop.is_set():
                 raise ScanStopped(self.layerfs)
             relative = os.path.relpath(dirpath, self.layerfs)
@@ -176,7 +179,7 @@ class _ShadowWriter:
         self.counts["hidden"] += 1
         if name in OPAQUE_MARKERS:
             directory = self._lower_dir(relative)
-            os.setxattr(directory, self.opaque_xattr, b"y")
+            os.setxattr(directory, self.opaque_xattr, b"y", follow_symlinks=False)
             self.counts["opaque"] += 1
         elif not name.startswith(META_PREFIX):
             _mknod_whiteout(os.path.join(self._lower_dir(relative), name[len(WHITEOUT_PREFIX) :]))
@@ -198,11 +201,30 @@ class _ShadowWriter:
         """overlayfs shows a merged directory with its topmost copy's owner, mode and times;
         deepest first, so setting a child's times never changes its parent's afterwards."""
         for relative in sorted(self.upper_dirs, key=lambda r: r.count(os.sep) + bool(r), reverse=True):
-            st = os.lstat(os.path.join(self.layerfs, relative))
-            target = os.path.join(self.upper, relative)
-            os.lchown(target, st.st_uid, st.st_gid)
-            os.chmod(target, stat.S_IMODE(st.st_mode))
-            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            source = _open_beneath(self.layerfs, relative)  # both sides by descriptor: a directory
+            try:                                             # swapped for a symlink is an error
+                st = os.fstat(source)
+            finally:
+                os.close(source)
+            target = _open_beneath(self.upper, relative)
+            try:
+                os.fchown(target, st.st_uid, st.st_gid)
+                os.fchmod(target, stat.S_IMODE(st.st_mode))
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(target)
+
+
+def _open_beneath(root: str, relative: str) -> int:
+    """`root/relative`, a directory, opened one component at a time without following a symlink."""
+    fd = os.open(root, _DIR_FLAGS)
+    for part in filter(None, relative.split(os.sep)):
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
 
 
 def _mknod_whiteout(path: str) -> None:

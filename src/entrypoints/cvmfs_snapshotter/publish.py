@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.oci import ImageSource, open_source
 from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport
 from snapmux.adapters.cvmfs.registry_auth import default_authfile
@@ -39,8 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--authfile", default=default_authfile(),
                         help="registry credentials, containers/docker auth.json format (default: $REGISTRY_AUTH_FILE, "
                              "else ~/.docker/config.json if present; none: anonymous)")
+    parser.add_argument("--max-layer-bytes", type=_positive, default=LayerLimits.max_bytes,
+                        help="refuse a layer whose files add up to more (default: %(default)s, 128 GiB)")
+    parser.add_argument("--max-layer-entries", type=_positive, default=LayerLimits.max_entries,
+                        help="refuse a layer with more entries (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = os.path.abspath(args.target)
     try:
         source = open_source(args.image, os.path.join(target, ".layers"), args.plain_http, args.authfile)
-        report = publish_image(source, LayoutPublisher(target))
+        limits = LayerLimits(max_bytes=args.max_layer_bytes, max_entries=args.max_layer_entries)
+        report = publish_image(source, LayoutPublisher(target, limits))
     except Exception as error:  # noqa: BLE001 - bad tars, registries, json: a message, not a trace
         print(f"publish failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
