@@ -33,6 +33,24 @@ def info_to_pb(info: Info) -> pb.Info:
     )
 
 
+def list_responses(infos: Iterable[Info], bytes_per_message: int) -> list[pb.ListSnapshotsResponse]:
+    """Infos in as few messages as fit `bytes_per_message` each (one Info alone may be bigger): a
+    batch of snapshots with big label maps must not exceed the wire's message size limit."""
+    responses: list[pb.ListSnapshotsResponse] = []
+    batch: list[pb.Info] = []
+    size = 0
+    for info in infos:
+        message = info_to_pb(info)
+        if batch and size + message.ByteSize() > bytes_per_message:
+            responses.append(pb.ListSnapshotsResponse(info=batch))
+            batch, size = [], 0
+        batch.append(message)
+        size += message.ByteSize() + 8  # tag and length of the repeated field
+    if batch:
+        responses.append(pb.ListSnapshotsResponse(info=batch))
+    return responses
+
+
 def info_from_pb(message: pb.Info) -> Info:
     kind = Kind(message.kind) if message.kind in Kind._value2member_map_ else Kind.UNKNOWN
     return Info(
