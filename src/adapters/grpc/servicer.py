@@ -20,8 +20,8 @@ from snapmux.domain.ports import SnapshotService
 LIST_BATCH_SIZE = 100
 """Infos per List message, as containerd's own snapshots service streams them."""
 
-LIST_MESSAGE_BYTES = 4 * 1024 * 1024
-"""...unless they are bigger than this together (label maps): well under any peer's receive limit."""
+LIST_MESSAGE_BYTES = 1024 * 1024
+"""...unless they are bigger than this together (label maps): well under the 4 MiB a default gRPC client accepts."""
 
 
 class SnapshotsServicer(pb_grpc.SnapshotsServicer):
