@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
@@ -232,6 +233,16 @@ def test_hostile_update_field_paths_are_invalid_argument_and_change_nothing(stub
     error = rejected(stub.Update, pb.UpdateSnapshotRequest(snapshotter=SN, info=info, update_mask=FieldMask(paths=paths)))
     assert error.code() == C.INVALID_ARGUMENT
     assert dict(stub.Stat(pb.StatSnapshotRequest(snapshotter=SN, key="u"), timeout=BOUND).info.labels) == {"keep": "1"}
+
+
+@pytest.mark.parametrize("stamp", [Timestamp(seconds=1 << 62), Timestamp(seconds=-(1 << 40)), Timestamp(nanos=-5),
+                                   Timestamp(nanos=2_000_000_000)])
+def test_timestamps_out_of_range_are_invalid_argument(daemon, stub, stamp):
+    stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key="u", labels={"keep": "1"}), timeout=BOUND)
+    info = pb.Info(name="u", labels={"x": "1"}, created_at=stamp, updated_at=stamp)
+    assert rejected(stub.Update, pb.UpdateSnapshotRequest(snapshotter=SN, info=info)).code() == C.INVALID_ARGUMENT
+    assert dict(stub.Stat(pb.StatSnapshotRequest(snapshotter=SN, key="u"), timeout=BOUND).info.labels) == {"keep": "1"}
+    assert "Traceback" not in daemon[0].log()
 
 
 def test_many_field_paths_in_one_update(stub):

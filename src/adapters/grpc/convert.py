@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.types import mount_pb2
+from snapmux.domain.errors import InvalidArgumentError
 from snapmux.domain.model import Info, Kind, Mount, Usage
 
 
@@ -19,7 +20,11 @@ def _timestamp(when: datetime) -> Timestamp:
 
 
 def _datetime(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=timezone.utc)
+    """A timestamp outside what protobuf (and datetime) can represent is the sender's malformed message."""
+    try:
+        return stamp.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgumentError(f"invalid timestamp: {error}") from None
 
 
 def info_to_pb(info: Info) -> pb.Info:
