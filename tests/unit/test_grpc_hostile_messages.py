@@ -101,3 +101,14 @@ async def test_an_unexpected_error_is_internal_and_bounded(channel):
     assert Kind.ACTIVE  # the fake is otherwise intact
     listed = [i.name async for r in stub.List(pb.ListSnapshotsRequest()) for i in r.info]
     assert listed == ["a"]
+
+
+def test_list_responses_are_bounded_in_bytes_and_keep_the_order():
+    from snapmux.adapters.grpc.convert import list_responses
+
+    infos = [Info(f"s{i}", Kind.COMMITTED, labels={"l": "v" * 3000}) for i in range(10)]
+    responses = list_responses(infos, 10_000)
+    assert [i.name for r in responses for i in r.info] == [f"s{i}" for i in range(10)]
+    assert all(r.ByteSize() <= 10_000 for r in responses) and len(responses) == 4
+    assert len(list_responses(infos[:1], 10)) == 1  # one Info alone bigger than the bound still goes
+    assert list_responses([], 10) == []
