@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -17,6 +18,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from snapmux.adapters.grpc.errors import LOG_INTERVAL_SECONDS
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from tests.integration.conftest import require_binaries, unix_socket_listening
@@ -200,12 +202,14 @@ def test_malformed_protobuf_is_invalid_argument(channel, method):
 
 def test_a_flood_of_malformed_messages_is_a_few_log_lines(daemon, channel, stub):
     call = channel.unary_unary(SERVICE + "Stat")
+    started = time.monotonic()
     for _ in range(200):
         assert rejected(call, b"\x0a\xff\xff").code() == C.INVALID_ARGUMENT
     stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key="fine"), timeout=BOUND)
     log = daemon[0].log()
     assert "Traceback" not in log
-    assert 1 <= log.count("malformed request") <= 3, log[-2000:]
+    at_most = 2 + (time.monotonic() - started) // LOG_INTERVAL_SECONDS  # one line per interval, however slow
+    assert 1 <= log.count("malformed request") <= at_most, log[-2000:]
 
 
 def test_big_label_maps_are_listed_in_bounded_messages(stub):
