@@ -29,6 +29,7 @@ from snapmux.domain.errors import (
     InvalidArgumentError,
     UnavailableError,
 )
+from snapmux.domain.filters import parse_filters
 from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import current_namespace, namespace_of_key, validate_namespace
 from snapmux.domain.ports import RemoteSnapshotter
@@ -128,6 +129,7 @@ class NamespaceRouter:
                 await self._remotes.discard(namespace, client)
                 raise
             return
+        parse_filters(filters)  # malformed: the caller's InvalidArgument, even when no VM is connected to say so
         for infos in await self._fan_out(lambda c: _collect(c.walk(filters)), "list"):
             for info in infos:
                 yield info

@@ -3,13 +3,17 @@
     selectors := selector ("," selector)*
     selector  := fieldpath [operator value]
     fieldpath := field ("." field)*
-    field     := quoted | [A-Za-z_][A-Za-z0-9_]*
+    field     := quoted | [A-Za-z0-9_]+
     operator  := "==" | "!=" | "~="
     value     := quoted | [^\\s,]+
     quoted    := Go string syntax, quoted with " (or / and | after ~=)
 
 All selectors of one filter must hold; a request's several filters match if any
 does. Bad syntax is an InvalidArgumentError up front, never a silent non-match.
+`~=` is RE2, as Go's regexp that containerd uses: linear in the text, so no pattern
+can make a List backtrack for minutes, and the syntax RE2 refuses (backreferences,
+lookaround) is refused here too. A NUL anywhere, a newline in a quoted literal and
+`/` or `|` quotes outside `~=` are errors, as containerd's scanner makes them.
 """
 
 from __future__ import annotations
@@ -17,15 +21,32 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import re2
 
 from snapmux.domain.errors import InvalidArgumentError
 from snapmux.domain.model import Info
 
-_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_FILTERS_LENGTH = 64 * 1024
+"""All filters of one request together. containerd's own clients send a few selectors; the bound
+keeps one List from costing (selectors x snapshots) without end."""
+
+_FIELD = re.compile(r"[A-Za-z0-9_]+")
 _OPERATOR = re.compile(r"==|!=|~=")
 _BARE_VALUE = re.compile(r"[^\s,]+")
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[0-7]{3}|.)", re.S)
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+class Pattern(Protocol):
+    """A compiled `~=` value (an RE2 regexp)."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's InvalidArgument, not a line on our stderr
 
 
 @dataclass(frozen=True)
@@ -33,7 +54,7 @@ class Selector:
     fieldpath: tuple[str, ...]
     operator: str = ""  # "" tests presence
     value: str = ""
-    pattern: re.Pattern[str] | None = None
+    pattern: Pattern | None = None
 
     def matches(self, info: Info) -> bool:
         value = field_of(info, self.fieldpath)
@@ -83,12 +104,14 @@ class _Parser:
 
     def quoted(self, quotes: str) -> str | None:
         quote = self.skip_space()
-        if not quote or quote not in quotes:
+        if not quote or quote not in '"/|':
             return None
+        if quote not in quotes:
+            raise self.fail("invalid quote encountered")
         end = self.pos + 1
-        while end < len(self.text) and self.text[end] != quote:
+        while end < len(self.text) and self.text[end] not in (quote, "\n"):
             end += 2 if self.text[end] == "\\" else 1
-        if end >= len(self.text):
+        if end >= len(self.text) or self.text[end] == "\n":
             raise self.fail("quoted literal not terminated")
         body = self.text[self.pos + 1 : end]
         self.pos = end + 1
@@ -102,7 +125,7 @@ class _Parser:
             return code
         if code in "xuU" or code.isdigit():
             point = int(escape[2:], 16) if code in "xuU" else int(escape[1:], 8)
-            if point <= 0x10FFFF:
+            if point <= (0xFF if code.isdigit() else 0x10FFFF):
                 return chr(point)
         raise self.fail(f"invalid escape {escape!r}")
 
@@ -141,16 +164,26 @@ class _Parser:
         return tuple(found)
 
 
-def _compile(value: str) -> re.Pattern[str]:
+def _compile(value: str) -> Pattern:
     try:
-        return re.compile(value)
-    except re.error as err:
-        raise InvalidArgumentError(f"filters: invalid regular expression {value!r}: {err}") from None
+        return re2.compile(value, _RE2_OPTIONS)
+    except re2.error as err:
+        reason = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else str(err)
+        raise InvalidArgumentError(f"filters: invalid regular expression {value!r}: {reason}") from None
+
+
+def _parsed(filters: Sequence[str]) -> list[tuple[Selector, ...]]:
+    if sum(len(text) for text in filters) > MAX_FILTERS_LENGTH:
+        raise InvalidArgumentError(f"filters: longer than {MAX_FILTERS_LENGTH} characters in total")
+    for text in filters:
+        if "\x00" in text:
+            raise InvalidArgumentError("filters: parse error: unexpected null")
+    return [_Parser(text).selectors() for text in filters if text]
 
 
 def parse_filters(filters: Sequence[str]) -> Callable[[Info], bool]:
     """One predicate for a request's filters (any of them), each a conjunction."""
-    parsed = [_Parser(text).selectors() for text in filters if text]
+    parsed = _parsed(filters)
     if not parsed:
         return lambda info: True
     return lambda info: any(all(s.matches(info) for s in conj) for conj in parsed)
@@ -164,7 +197,7 @@ def required_value(filters: Sequence[str], fieldpath: tuple[str, ...]) -> str | 
     """
     wanted = _normalised(fieldpath)
     values: set[str] = set()
-    for conjunction in (_Parser(text).selectors() for text in filters if text):
+    for conjunction in _parsed(filters):
         found = {s.value for s in conjunction if s.operator == "==" and _normalised(s.fieldpath) == wanted}
         if len(found) != 1:
             return None

@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.types import mount_pb2
+from snapmux.domain.errors import InvalidArgumentError
 from snapmux.domain.model import Info, Kind, Mount, Usage
 
 SNAPSHOTS_SERVICE = pb.DESCRIPTOR.services_by_name["Snapshots"].full_name
@@ -22,7 +23,11 @@ def _timestamp(when: datetime) -> Timestamp:
 
 
 def _datetime(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=timezone.utc)
+    """A timestamp outside what protobuf (and datetime) can represent is the sender's malformed message."""
+    try:
+        return stamp.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgumentError(f"invalid timestamp: {error}") from None
 
 
 def info_to_pb(info: Info) -> pb.Info:
@@ -34,6 +39,24 @@ def info_to_pb(info: Info) -> pb.Info:
         updated_at=_timestamp(info.updated),
         labels=dict(info.labels),
     )
+
+
+def list_responses(infos: Iterable[Info], bytes_per_message: int) -> list[pb.ListSnapshotsResponse]:
+    """Infos in as few messages as fit `bytes_per_message` each (one Info alone may be bigger): a
+    batch of snapshots with big label maps must not exceed the wire's message size limit."""
+    responses: list[pb.ListSnapshotsResponse] = []
+    batch: list[pb.Info] = []
+    size = 0
+    for info in infos:
+        message = info_to_pb(info)
+        if batch and size + message.ByteSize() > bytes_per_message:
+            responses.append(pb.ListSnapshotsResponse(info=batch))
+            batch, size = [], 0
+        batch.append(message)
+        size += message.ByteSize() + 8  # tag and length of the repeated field
+    if batch:
+        responses.append(pb.ListSnapshotsResponse(info=batch))
+    return responses
 
 
 def info_from_pb(message: pb.Info) -> Info:

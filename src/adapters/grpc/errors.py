@@ -3,13 +3,18 @@
 The server side applies it once, in `DomainErrorInterceptor`, to unary and
 streaming handlers alike; the client side applies it in `domain_error_from`.
 Codes and messages cross unchanged, so a proxy in the middle is transparent.
+It is also the one place a status leaves the server, so it bounds every message
+(`bounded_details`: they echo keys and filters) and answers a request that is not
+valid protobuf INVALID_ARGUMENT, with one log line at most every few seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -37,6 +42,72 @@ ERROR_TABLE: dict[type[e.DomainError], grpc.StatusCode] = {
 _BY_CODE = {code: error for error, code in ERROR_TABLE.items()}
 
 NAMESPACE_METADATA_KEY = "containerd-namespace"
+
+DETAILS_HEAD, DETAILS_TAIL = 256, 64
+"""Characters of a status message kept from its start and its end. Percent-encoded, even 4-byte
+characters stay well under the 8 KiB of metadata a gRPC peer accepts by default."""
+
+LOG_INTERVAL_SECONDS = 10.0
+
+
+class RateLimitedLog:
+    """At most one line per interval; the next line says how many were held back. A client
+    repeating a bad call must not be able to fill the disk with our logs."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL_SECONDS) -> None:
+        self._logger, self._interval = logger, interval
+        self._next, self._held = 0.0, 0
+
+    def log(self, level: int, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        self._next = now + self._interval
+        if self._held:
+            message, args = message + " (and %d more like it since the last line)", (*args, self._held)
+            self._held = 0
+        self._logger.log(level, message, *args, exc_info=exc_info)
+
+
+_malformed_log = RateLimitedLog(log)
+_unexpected_log = RateLimitedLog(log)
+
+
+def bounded_details(message: str) -> str:
+    """A status message cut to its start and end: a 1 MB key echoed in NOT_FOUND overflowed the
+    peer's metadata limit, and the client saw RESOURCE_EXHAUSTED instead of the real code."""
+    elided = len(message) - DETAILS_HEAD - DETAILS_TAIL
+    if elided <= 32:
+        return message
+    return f"{message[:DETAILS_HEAD]}...[{elided} characters elided]...{message[-DETAILS_TAIL:]}"
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """What the tolerant deserializer hands the handler instead of raising (see `_tolerant`)."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpc.aio turns a deserializer's exception into UNKNOWN plus an ERROR traceback per call;
+    handing the handler a `_Malformed` lets it answer INVALID_ARGUMENT itself."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # noqa: BLE001 - DecodeError, bad UTF-8, ...: all the caller's
+            return _Malformed(f"{type(error).__name__}: {error}")
+
+    return deserialize
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, method: str, request: _Malformed) -> None:
+    _malformed_log.log(logging.WARNING, "malformed request to %s: %s", method, bounded_details(request.reason))
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bounded_details(f"malformed request: {request.reason}"))
 
 
 def status_code_of(error: e.DomainError) -> grpc.StatusCode:
@@ -74,13 +145,15 @@ def _caller(context: grpc.aio.ServicerContext) -> Iterator[None]:
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     if isinstance(error, e.DomainError):
-        await context.abort(status_code_of(error), str(error))
-    log.exception("unexpected error in %s", type(error).__name__, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+        await context.abort(status_code_of(error), bounded_details(str(error)))
+    _unexpected_log.log(logging.ERROR, "unexpected error %s", type(error).__name__, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, bounded_details(f"internal error: {type(error).__name__}: {error}"))
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            await _refuse_malformed(context, method, request)
         with _caller(context):
             try:
                 return await behavior(request, context)
@@ -92,8 +165,10 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, _Malformed):
+            await _refuse_malformed(context, method, request)
         with _caller(context):
             try:
                 async for response in behavior(request, context):
@@ -110,18 +185,21 @@ SNAPSHOTS_METHODS = f"/{SNAPSHOTS_SERVICE}/"
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps domain errors to status codes and exposes the caller's namespace and deadline to the port."""
+    """Maps domain errors to status codes (bounded messages; malformed requests are INVALID_ARGUMENT)
+    and exposes the caller's namespace and deadline to the port."""
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(SNAPSHOTS_METHODS):
             return handler  # e.g. grpc.health.v1: its own codes, no namespace
+        method = handler_call_details.method
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+                _wrap_unary(handler.unary_unary, method), deserializer, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                _wrap_stream(handler.unary_stream, method), deserializer, handler.response_serializer
             )
         return handler

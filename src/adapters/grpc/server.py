@@ -15,6 +15,14 @@ from snapmux.domain.ports import SnapshotService
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+PENDING_CALLS = 1 << 16
+"""Calls gRPC core holds until grpc.aio accepts them (its defaults: 1000 soft, 3000 hard)."""
+
+UNACCEPTED_CALL_SECONDS = 24 * 3600
+"""gRPC core cancels a call not accepted within this (default 30 s): under a burst of a thousand
+Lists the last ones came back CANCELLED. Go's server has no such limit; the caller's deadline is
+what bounds a call."""
+
 
 def grpc_target(address: str) -> str:
     """A listen/dial target for grpc: bare paths are unix sockets."""
@@ -34,6 +42,9 @@ def new_snapshots_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.server_max_unrequested_time_in_server", UNACCEPTED_CALL_SECONDS),
+            ("grpc.server.max_pending_requests", PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ],
     )
     add_snapshots_servicer(server, service)

@@ -10,13 +10,18 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
+from snapmux.adapters.cpu_turns import cpu_turn
 from snapmux.adapters.grpc import convert
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
+from snapmux.domain.model import Info
 from snapmux.domain.ports import SnapshotService
 
 LIST_BATCH_SIZE = 100
 """Infos per List message, as containerd's own snapshots service streams them."""
+
+LIST_MESSAGE_BYTES = 1024 * 1024
+"""...unless they are bigger than this together (label maps): well under the 4 MiB a default gRPC client accepts."""
 
 
 class SnapshotsServicer(pb_grpc.SnapshotsServicer):
@@ -55,14 +60,16 @@ class SnapshotsServicer(pb_grpc.SnapshotsServicer):
     async def List(
         self, request: pb.ListSnapshotsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ListSnapshotsResponse]:
-        batch: list[pb.Info] = []
+        """Converted in CPU turns (`cpu_turns`): many concurrent Lists share the loop with every other call."""
+        batch: list[Info] = []
         async for info in self._snapshots.walk(list(request.filters)):
-            batch.append(convert.info_to_pb(info))
+            batch.append(info)
             if len(batch) >= LIST_BATCH_SIZE:
-                yield pb.ListSnapshotsResponse(info=batch)
+                for response in await _converted(batch):
+                    yield response
                 batch = []
-        if batch:
-            yield pb.ListSnapshotsResponse(info=batch)
+        for response in await _converted(batch):
+            yield response
 
     async def Usage(self, request: pb.UsageRequest, context: grpc.aio.ServicerContext):
         return convert.usage_to_pb(await self._snapshots.usage(request.key))
@@ -70,6 +77,13 @@ class SnapshotsServicer(pb_grpc.SnapshotsServicer):
     async def Cleanup(self, request: pb.CleanupRequest, context: grpc.aio.ServicerContext):
         await self._snapshots.cleanup()
         return Empty()
+
+
+async def _converted(batch: list[Info]) -> list[pb.ListSnapshotsResponse]:
+    if not batch:
+        return []
+    async with cpu_turn():
+        return convert.list_responses(batch, LIST_MESSAGE_BYTES)
 
 
 def add_snapshots_servicer(server: grpc.aio.Server, snapshots: SnapshotService) -> None:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from snapmux.adapters.cpu_turns import kept
 from snapmux.adapters.durable import out_of_space
 from snapmux.adapters.local.cache import MetadataCache
 from snapmux.adapters.local.layout import Layout, delete_tree
@@ -291,10 +292,10 @@ class OverlaySnapshotter:
         return mounts_for(self.layout, self._options, row.info.kind, row.id, *_parents(parents))
 
     async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
+        """Filters are evaluated in short turns: a costly one over many snapshots never holds the loop."""
         match = parse_filters(list(filters))
-        for row in self._cache.rows():
-            if match(row.info):
-                yield row.info
+        async for row in kept(self._cache.rows(), lambda row: match(row.info)):
+            yield row.info
 
     # -- cleanup --------------------------------------------------------------------------------
 
