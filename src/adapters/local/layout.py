@@ -6,6 +6,10 @@
     <root>/snapshots/<id>/wh-upper, wh-lower
                                   adopted with whiteout shadows: symlinks to `<shadows>/upper`
                                   and `<shadows>/lower`, mounted around `fs`
+    <root>/snapshots/<id>/wh-merged
+                                  its `wh-lower` merged with its parent's `wh-upper` (`lowers.py`)
+    <root>/snapshots/hide         one whiteout hiding CVMFS's `.cvmfscatalog` over adopted layers
+    <root>/l/<short>              short symlinks to the above, for long lowerdir lists
     <root>/snapshots/new-*        directories being built (never referenced by a row)
     <root>/snapshots/rm-*         directories being deleted (never referenced by a row)
 
@@ -26,6 +30,7 @@ import tempfile
 import uuid
 
 from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.local.lowers import HIDER_DIR, LowerPaths
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ class Layout:
         self.root = os.path.abspath(root)
         self.snapshots_dir = os.path.join(self.root, "snapshots")
         self.metadata_path = os.path.join(self.root, "metadata.db")
+        self.lowers = LowerPaths(self.root, self.snapshots_dir)
 
     def create_root(self) -> None:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -135,7 +141,8 @@ class Layout:
         self.discard(self.path(snapshot_id))
 
     def entries(self) -> list[str]:
-        return os.listdir(self.snapshots_dir)
+        """Entries of `snapshots/` that belong to snapshots (or once did): not the shared hider."""
+        return [name for name in os.listdir(self.snapshots_dir) if name != HIDER_DIR]
 
     def sync_dir(self) -> None:
         """Make renames in `snapshots/` durable before the metadata that depends on them."""
