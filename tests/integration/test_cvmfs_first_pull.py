@@ -21,7 +21,8 @@ from snapmux.adapters.cvmfs.chains import chain_dir, chain_ids
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
 from tests.support.containerd import Containerd, CriConfig, wait_until
 from tests.support.cri import pull_image
-from tests.support.ducc import LISTING_SCRIPT, deep_image, ducc_image, ducc_layout
+from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish_main
+from tests.support.ducc import LISTING_SCRIPT, deep_image, ducc_image, ducc_layout, ingest_layer
 from tests.support.images import BuiltImage
 from tests.support.registry import Registry
 
@@ -175,3 +176,45 @@ def test_two_hundred_foreign_layers_with_whiteouts_pull_and_run(first_pull, tmp_
     assert len(keep) == 199 and [line.split()[0] for line in gone] == ["./deep/gone-199"]
     assert ".wh." not in served and ".cvmfscatalog" not in served
     assert served == first_pull.plain_listing(reference)
+
+
+def place_layers(first_pull: FirstPull, image: BuiltImage, reference: str, kinds: str) -> None:
+    """Per layer, bottom first: P published (by `cvmfs-snapshotter publish`), F foreign (as DUCC
+    ingests it), M missing from the layout."""
+    published = first_pull.tmp / "published"
+    assert publish_main(["--plain-http", "--target", str(published), reference]) == 0
+    for layer, kind in zip(image.layers, kinds, strict=True):
+        if kind == "F":
+            ingest_layer(image, layer.digest, first_pull.layout)
+        elif kind == "P":
+            hex_digest = layer.digest.split(":", 1)[1]
+            target = first_pull.layout / ".layers" / hex_digest[:2]
+            target.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-a", str(published / ".layers" / hex_digest[:2] / hex_digest), str(target)],
+                           check=True)
+
+
+@pytest.mark.parametrize("kinds", ["PFFMP", "MPFPF", "FPFFM"])
+def test_mixed_images_give_exactly_a_plain_pulls_filesystem(first_pull, tmp_path, kinds):
+    image = ducc_image(str(tmp_path / "oci"), variant=kinds)
+    reference = first_pull.registry.push(image.layout, image.tag, f"snapmux/mixed-{kinds.lower()}:v1")
+    place_layers(first_pull, image, reference, kinds)
+    mark = first_pull.rpull(reference)
+    first_missing = kinds.index("M")
+    for index, layer in enumerate(image.layers):  # containerd 1.6 fetches every layer above the first it unpacks
+        assert bool(first_pull.registry.blob_fetches(layer.digest, mark)) == (index >= first_missing), index
+    served = first_pull.listing(reference, "c1")
+    absent_everywhere(served)
+    assert served == first_pull.plain_listing(reference)
+
+
+def test_a_repull_after_images_rm_downloads_only_the_missing_layer(first_pull, tmp_path):
+    image = ducc_image(str(tmp_path / "oci"), variant="repull")
+    reference = first_pull.registry.push(image.layout, image.tag, "snapmux/repull:v1")
+    place_layers(first_pull, image, reference, "FPFFM")
+    first_pull.rpull(reference)
+    first_pull.containerd.ctr("images", "rm", "--sync", reference)
+    mark = first_pull.rpull(reference)
+    fetched = [index for index, layer in enumerate(image.layers) if first_pull.registry.blob_fetches(layer.digest, mark)]
+    assert fetched == [4]
+    assert first_pull.listing(reference, "c1") == first_pull.plain_listing(reference)

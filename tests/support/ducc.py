@@ -87,18 +87,21 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def build_chain(image: BuiltImage, base: Path, index: int) -> Path:
-    """`.chains/<xx>/<id>` of the image's first `index + 1` layers (the previous ones first)."""
+def build_chain(image: BuiltImage, base: Path, index: int, hardlink: bool = False) -> Path:
+    """`.chains/<xx>/<id>` of the image's first `index + 1` layers (the previous ones first).
+
+    `hardlink`: copy the previous chain as hard links (fast, for big benchmark images); only
+    right when no layer rewrites a file of a lower one."""
     ids = chain_ids([layer.digest for layer in image.layers])
     target = Path(chain_dir(str(base), ids[index]))
     if target.is_dir():
         return target
-    previous = build_chain(image, base, index - 1) if index > 0 else None
+    previous = build_chain(image, base, index - 1, hardlink) if index > 0 else None
     staged = target.with_name(target.name + ".tmp")
     staged.parent.mkdir(parents=True, exist_ok=True)
     _touch_catalog(staged.parent)
     if previous is not None:
-        subprocess.run(["cp", "-a", str(previous), str(staged)], check=True)
+        subprocess.run(["cp", "-al" if hardlink else "-a", str(previous), str(staged)], check=True)
     else:
         staged.mkdir()
     digest = image.layers[index].digest
