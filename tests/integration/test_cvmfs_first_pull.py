@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from tests.support.cri import pull_image
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish_main
 from tests.support.ducc import LISTING_SCRIPT, deep_image, ducc_image, ducc_layout, ingest_layer
 from tests.support.images import BuiltImage
-from tests.support.registry import Registry
+from tests.support.registry import Registry, free_loopback_port
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +43,13 @@ class FirstPull:
         self.root = tmp / "snap-root"
         self.containerd: Containerd | None = None
         self.cri = cri
+        self.metrics_port = free_loopback_port()
 
     def start_snapshotter(self, budget: float = 30.0) -> None:
         config = self.tmp / "cvmfs-snapshotter.toml"
         config.write_text(f'root = "{self.root}"\naddress = "{self.socket}"\nabsolute-mountpoint = "{self.layout}"\n'
-                          f'foreign-scan-budget = {budget}\nlog-level = "debug"\n')
+                          f'foreign-scan-budget = {budget}\nlog-level = "debug"\n'
+                          f'metrics-address = "127.0.0.1:{self.metrics_port}"\n')
         self.daemons.start(["cvmfs-snapshotter", "--config", str(config)], self.tmp / "snapshotter.log",
                            lambda: unix_socket_listening(self.socket))
 
@@ -84,6 +88,13 @@ class FirstPull:
     def log(self) -> str:
         return (self.tmp / "snapshotter.log").read_text(errors="replace")
 
+    def foreign_outcomes(self) -> dict[str, float]:
+        """snapmux_foreign_layer_prepares_total by outcome, scraped from the daemon's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        found = re.findall(r'^snapmux_foreign_layer_prepares_total\{outcome="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+        return {outcome: float(value) for outcome, value in found}
+
 
 @pytest.fixture
 def first_pull(tmp_path, daemons, request):
@@ -117,6 +128,8 @@ def test_rpull_of_foreign_layers_fetches_no_blob_and_shows_a_plain_pulls_filesys
     assert "./data/dir/new.txt regular file" in served and "./data/tree/back.txt" in served
     assert served == first_pull.plain_listing(reference)
     assert "scanned within the budget" in first_pull.log()
+    outcomes = first_pull.foreign_outcomes()
+    assert outcomes.get("scan-in-budget", 0) + outcomes.get("scanned", 0) == len(image.layers)
 
 
 @pytest.mark.parametrize("first_pull", ["cri"], indirect=True)
@@ -154,6 +167,7 @@ def test_a_scan_over_budget_falls_back_and_the_next_pull_is_served_in_place(firs
     mark = first_pull.rpull(reference)
     assert first_pull.fetched(image, mark) != []  # budget 0: nothing could be scanned in time
     assert "scan ran over the budget" in first_pull.log()
+    assert first_pull.foreign_outcomes()["scan-over-budget"] >= 1
     scanned = first_pull.root / "whiteouts"
     wait_until(lambda: scanned.is_dir() and sum(os.path.isfile(scanned / name / "ready")
                                                 for name in os.listdir(scanned)) == len(image.layers),
@@ -175,6 +189,7 @@ def test_two_hundred_foreign_layers_with_whiteouts_pull_and_run(first_pull, tmp_
     gone = [line for line in served.splitlines() if line.startswith("./deep/gone-") and " regular" in line]
     assert len(keep) == 199 and [line.split()[0] for line in gone] == ["./deep/gone-199"]
     assert ".wh." not in served and ".cvmfscatalog" not in served
+    assert len(os.listdir(first_pull.root / "l")) > 400  # the short lowerdir names the mount used
     assert served == first_pull.plain_listing(reference)
 
 

@@ -174,3 +174,21 @@ async def test_a_dirty_chain_or_an_unknown_parent_digest_is_not_used(world):
     foreign_layer(base, B, ["b/x"])
     assert await cvmfs.prepare("k2", "p", labels("c2", B))
     assert fake.flattened == set()
+
+
+async def test_a_name_committed_again_on_another_layer_gets_its_new_chain_id(world):
+    open_one, scanner, fake, metrics, base = world
+    for hex_digest in (A, B, C):
+        foreign_layer(base, hex_digest, [f"{hex_digest[0]}/x"])
+    make_chain(base, (B, C), 1)
+    cvmfs = open_one(budget=0.0)
+    for round_, hex_digest in enumerate((A, B)):
+        await cvmfs.prepare(f"k{round_}", "", labels("x", hex_digest))  # over budget: containerd unpacks it
+        await cvmfs.commit("x", f"k{round_}")
+        if hex_digest == A:
+            assert await cvmfs.prepare("probe", "x", labels("y", C))  # no chain (A, C): falls back
+            await cvmfs.remove("probe")
+            await cvmfs.remove("x")
+    with pytest.raises(AlreadyExistsError):
+        await cvmfs.prepare("k9", "x", labels("y", C))
+    assert fake.flattened == {"y"}

@@ -236,9 +236,11 @@ class CvmfsSnapshotter:
             with contextlib.suppress(NotFoundError):  # the inner commit says so, in containerd's words
                 active = await self._inner.stat(key)
                 labels.update({k: v for k, v in active.labels.items() if k in DIGEST_LABELS})
+        self._chains.pop(name, None)
         await self._inner.commit(name, key, labels)
 
     async def remove(self, key: str) -> None:
+        self._chains.pop(key, None)  # a name committed again later may sit on other layers
         await self._inner.remove(key)
 
     def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
@@ -263,8 +265,8 @@ def adopted_name(key: str, target: str) -> str:
     """`<ns>/<id>/<target>` for containerd's backend key shape `<ns>/<id>/<rest>`, else `<target>`.
 
     containerd takes the name from its Walk, so any name works for it; keeping the key's prefix
-    keeps the layer in the caller's namespace (routable by the demux, private to that namespace).
-    """
+    keeps the layer in the caller's namespace (routable by the demux). It does not make the layer
+    private: on one snapshotter, containerd may bind another namespace's AlreadyExists to it."""
     namespace, sid, rest = (key.split("/", 2) + ["", ""])[:3]
     if not (rest and sid.isascii() and sid.isdigit()):
         return target
