@@ -49,7 +49,9 @@ class MountOptions:
         return cls(index_off=overlay_supports_index(), userxattr=running_in_user_namespace())
 
 
-def mounts_for(layout: Layout, options: MountOptions, kind: Kind, snapshot_id: int, parents: Sequence[Link]) -> list[Mount]:
+def mounts_for(
+    layout: Layout, options: MountOptions, kind: Kind, snapshot_id: int, parents: Sequence[Link]
+) -> list[Mount]:
     """`parents`: nearest first. An adopted parent is never a bind (its shadows or the catalog
     hider must apply); what `lowers.stack` names must exist (`LowerPaths.ensure`)."""
     if not parents:
