@@ -110,3 +110,25 @@ def test_mount_options_detect_this_host():
     assert detected.index_off == os.path.exists("/sys/module/overlay/parameters/index")
     with open("/proc/self/uid_map") as handle:
         assert detected.userxattr == (handle.read().split()[:3] != ["0", "0", "4294967295"])
+
+
+async def test_short_links_are_made_for_a_deep_stack_and_cleanup_drops_them_with_their_snapshots(tmp_path):
+    snapshotter = await OverlaySnapshotter.open(str(tmp_path / "root"))
+    try:
+        parent = ""
+        for index in range(80):
+            await snapshotter.prepare(f"a{index}", parent)
+            await snapshotter.commit(f"c{index}", f"a{index}")
+            parent = f"c{index}"
+        lowers = lowerdirs(await snapshotter.prepare("container", parent))
+        short_dir = snapshotter.layout.lowers.short_dir
+        assert len(lowers) == 80 and all(os.path.dirname(lower) == short_dir for lower in lowers)
+        assert [os.path.realpath(lower) for lower in lowers] == [
+            os.path.realpath(snapshotter.layout.fs_path(sid)) for sid in range(80, 0, -1)]
+        await snapshotter.remove("container")
+        for index in range(79, 39, -1):
+            await snapshotter.remove(f"c{index}")
+        await snapshotter.cleanup()
+        assert sorted(os.listdir(short_dir)) == sorted(os.path.basename(lower) for lower in lowers[40:])
+    finally:
+        await snapshotter.close()
