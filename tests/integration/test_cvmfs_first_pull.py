@@ -24,7 +24,14 @@ from tests.integration.conftest import require_binaries, require_root, unix_sock
 from tests.support.containerd import Containerd, CriConfig, wait_until
 from tests.support.cri import pull_image
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish_main
-from tests.support.ducc import LISTING_SCRIPT, deep_image, ducc_image, ducc_layout, ingest_layer
+from tests.support.ducc import (
+    LISTING_SCRIPT,
+    deep_image,
+    ducc_image,
+    ducc_layout,
+    ingest_layer,
+    layerfs_path,
+)
 from tests.support.images import BuiltImage
 from tests.support.registry import Registry, free_loopback_port
 
@@ -233,3 +240,24 @@ def test_a_repull_after_images_rm_downloads_only_the_missing_layer(first_pull, t
     fetched = [index for index, layer in enumerate(image.layers) if first_pull.registry.blob_fetches(layer.digest, mark)]
     assert fetched == [4]
     assert first_pull.listing(reference, "c1") == first_pull.plain_listing(reference)
+
+
+def test_chains_above_a_downloaded_layer_still_serve_the_image_flattened(first_pull, tmp_path):
+    """Layer 1 is in neither form: containerd unpacks it; the chains of the layers above are
+    named from the digest label its committed snapshot keeps."""
+    image = ducc_image(str(tmp_path / "oci"), variant="chain-gap")
+    reference = first_pull.publish(image, "snapmux/chain-gap:v1", chains=True)
+    ids = chain_ids([layer.digest for layer in image.layers])
+    subprocess.run(["rm", "-rf", chain_dir(str(first_pull.layout), ids[1]),
+                    str(layerfs_path(first_pull.layout, image.layers[1].digest).parent)], check=True)
+    mark = first_pull.rpull(reference)
+    assert first_pull.registry.blob_fetches(image.layers[0].digest, mark) == []
+    assert first_pull.registry.blob_fetches(image.layers[1].digest, mark) != []
+    first_pull.containerd.ctr("containers", "create", "--snapshotter", SNAPSHOTTER, reference, "holder")
+    mounts = first_pull.containerd.ctr("snapshots", "--snapshotter", SNAPSHOTTER, "mounts", "/m", "holder").stdout
+    lowers = mounts.split("lowerdir=")[1].split()[0].split(",")[0].split(":")
+    assert [os.path.realpath(lower) for lower in lowers[1:]] == [chain_dir(str(first_pull.layout), ids[-1])]
+    assert first_pull.foreign_outcomes()["chain"] == 4  # layers 0, 2, 3 and 4
+    served = first_pull.listing(reference, "c1")
+    absent_everywhere(served)
+    assert served == first_pull.plain_listing(reference)

@@ -160,13 +160,13 @@ class CvmfsLayerStore:
             return Decision(None, "unusable-base")
         if self.foreign == "scan" and self.scanner is not None and ahead:
             await self._scan_ahead(hex_digest, chain_id, ahead)
-        found = await self.check(hex_digest)
-        if not found.exists:
-            return Decision(None, "missing")
-        if self.foreign != "download" and chain_id:
+        if self.foreign != "download" and chain_id:  # a chain holds everything: it needs no layer dir
             chain = await asyncio.to_thread(usable_chain, self.base, chain_id)
             if chain is not None:
                 return Decision(Servable(chain, flattened=True), "chain")
+        found = await self.check(hex_digest)
+        if not found.exists:
+            return Decision(None, "missing")
         if found.published:
             return Decision(Servable(found.path), "published")
         if self.foreign == "serve":
