@@ -107,7 +107,8 @@ class Decision:
     servable: Servable | None
     outcome: str
     """published | chain | scanned (earlier) | scan-in-budget | scan-over-budget | scan-failed |
-    foreign-served | foreign-download | missing | unusable-base"""
+    foreign-served | foreign-download | missing | unusable-base (and, inside the store, "scan":
+    queued, to be waited for)"""
 
 
 class CvmfsLayerStore:
@@ -155,11 +156,20 @@ class CvmfsLayerStore:
         """What to adopt for this layer, or None (fall back to a download), and why.
 
         `chain_id`: DUCC's id of the image prefix ending here ("" if unknown). `ahead`: the
-        image's other layers (digests hex), whose scans are queued now for the Prepares to come."""
+        image's other layers (digests hex), whose scans are queued now for the Prepares to come,
+        after this layer's own."""
         if not self.usable:
             return Decision(None, "unusable-base")
+        decision = await self._look(hex_digest, chain_id)
         if self.foreign == "scan" and self.scanner is not None and ahead:
             await self._scan_ahead(hex_digest, chain_id, ahead)
+        if decision.outcome != "scan":
+            return decision
+        assert decision.servable is not None
+        return await self._scan_now(hex_digest, decision.servable.path)
+
+    async def _look(self, hex_digest: str, chain_id: str) -> Decision:
+        """The decision a look can make; outcome "scan" (its scan queued) means wait for the scan."""
         if self.foreign != "download" and chain_id:  # a chain holds everything: it needs no layer dir
             chain = await asyncio.to_thread(usable_chain, self.base, chain_id)
             if chain is not None:
@@ -175,7 +185,8 @@ class CvmfsLayerStore:
             return Decision(self._with(found.path, found.shadows), "scanned")
         if self.foreign != "scan" or self.scanner is None:
             return Decision(None, "foreign-download")
-        return await self._scan_now(hex_digest, found.path)
+        self.scanner.queue(hex_digest, found.path)  # first in the scanners' queue, before those ahead
+        return Decision(Servable(found.path), "scan")
 
     async def _scan_now(self, hex_digest: str, path: str) -> Decision:
         assert self.scanner is not None
