@@ -20,7 +20,7 @@ from snapmux.adapters.cvmfs.layers import (
     image_layers_from_labels,
 )
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
-from snapmux.adapters.cvmfs.snapshotter import REF_LABEL, CvmfsSnapshotter
+from snapmux.adapters.cvmfs.snapshotter import CHAIN_LABEL, REF_LABEL, CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.domain import metrics as m
 from snapmux.domain.errors import AlreadyExistsError
@@ -192,3 +192,15 @@ async def test_a_name_committed_again_on_another_layer_gets_its_new_chain_id(wor
     with pytest.raises(AlreadyExistsError):
         await cvmfs.prepare("k9", "x", labels("y", C))
     assert fake.flattened == {"y"}
+
+
+async def test_restore_checks_the_chain_directory_of_a_flattened_layer(world):
+    open_one, scanner, fake, metrics, base = world
+    chain = make_chain(base, (A,), 0)  # the layer's own directory is absent: the chain serves it
+    cvmfs = open_one(budget=0.0)
+    with pytest.raises(AlreadyExistsError):
+        await cvmfs.prepare("k1", "", labels("c1", A))
+    assert (await cvmfs.stat("c1")).labels[CHAIN_LABEL] == chain_dir(str(base), chain)
+    assert (await cvmfs.restore()).available == 1
+    os.rename(chain_dir(str(base), chain), chain_dir(str(base), chain) + ".away")
+    assert (await cvmfs.restore()).unavailable == ("c1",)

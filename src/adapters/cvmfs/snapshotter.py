@@ -67,6 +67,8 @@ FOREIGN_OUTCOMES = {
 
 REF_LABEL = "containerd.io/snapshot.ref"
 REMOTE_LABEL = "containerd.io/snapshot/remote"
+CHAIN_LABEL = "containerd.io/snapshot/cvmfs.chain"
+"""On a layer adopted from DUCC's flattened chain: the chain directory."""
 
 
 class AdoptingSnapshotService(SnapshotService, Protocol):
@@ -129,6 +131,8 @@ class CvmfsSnapshotter:
         """Ends in AlreadyExists, the only "done remotely" signal containerd knows, unless the layer
         (or its whiteout shadows) vanished in between (then it returns and the layer is unpacked locally)."""
         labels[REMOTE_LABEL] = "true"
+        if served.flattened:
+            labels[CHAIN_LABEL] = served.path  # what restore() checks, and what an operator sees
         try:
             await self._inner.adopt(name, parent, labels, served.path, served.shadows, flattened=served.flattened)
         except AlreadyExistsError:
@@ -193,7 +197,7 @@ class CvmfsSnapshotter:
         hex_digest = digest_from_labels(info.labels)
         if hex_digest is None:
             return  # remote by another snapshotter's convention; nothing of ours to check
-        path = self._store.layer_path(hex_digest)
+        path = info.labels.get(CHAIN_LABEL) or self._store.layer_path(hex_digest)
         if not await self._store.reachable(path):
             self._count("unavailable")
             raise UnavailableError(f"remote layer {path} of snapshot {info.name!r} is not reachable")
