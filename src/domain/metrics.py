@@ -56,6 +56,13 @@ REMOTE_SNAPSHOT_FALLBACKS = CounterSpec(
     "snapmux_remote_snapshot_fallbacks_total",
     "Prepares of a layer (containerd.io/snapshot.ref) that fell back to a local snapshot: containerd downloads it.",
 )
+FOREIGN_LAYER_PREPARES = CounterSpec(
+    "snapmux_foreign_layer_prepares_total",
+    "Prepares of a foreign layer (no publisher marker), by outcome: chain (DUCC's flattened chain), scanned "
+    "(an earlier scan), scan-in-budget (scanned now, served), scan-over-budget or scan-failed (downloaded), "
+    "foreign-served (served without deletions).",
+    ("outcome",),
+)
 
 # Demux.
 VSOCK_DIALS = CounterSpec(
@@ -85,6 +92,7 @@ ALL_SPECS: tuple[CounterSpec | GaugeSpec, ...] = (
     SNAPSHOTS_USAGE_BYTES,
     REMOTE_SNAPSHOT_HITS,
     REMOTE_SNAPSHOT_FALLBACKS,
+    FOREIGN_LAYER_PREPARES,
     VSOCK_DIALS,
     VSOCK_DIAL_FAILURES,
     REMOTE_CLIENTS,

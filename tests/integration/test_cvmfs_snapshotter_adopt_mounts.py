@@ -21,6 +21,7 @@ async def test_overlay_and_view_over_an_adopted_source(tmp_path):
     source = tmp_path / "cvmfs" / "layer"
     (source / "etc").mkdir(parents=True)
     (source / "etc" / "hello").write_text("from cvmfs\n")
+    (source / ".cvmfscatalog").touch()  # CVMFS's nested-catalog marker, as DUCC leaves it
     snapshotter = await OverlaySnapshotter.open(str(tmp_path / "root"))
     target, view_target = tmp_path / "mnt", tmp_path / "view"
     target.mkdir()
@@ -29,12 +30,15 @@ async def test_overlay_and_view_over_an_adopted_source(tmp_path):
         await snapshotter.adopt("layer", "", {}, str(source))
         [rw] = await snapshotter.prepare("rw", "layer")
         [ro] = await snapshotter.view("ro", "layer")
-        assert ro.type == "bind" and "ro" in ro.options
+        # a read-only overlay, not a bind: the catalog marker must stay hidden
+        assert ro.type == "overlay" and not any(o.startswith("upperdir=") for o in ro.options)
         mount(rw, target)
         mount(ro, view_target)
         try:
             assert (target / "etc" / "hello").read_text() == "from cvmfs\n"
             assert (view_target / "etc" / "hello").read_text() == "from cvmfs\n"
+            assert not (target / ".cvmfscatalog").exists() and not (view_target / ".cvmfscatalog").exists()
+            assert subprocess.run(["touch", str(view_target / "x")], capture_output=True).returncode != 0
             (target / "etc" / "hello").write_text("changed\n")
             (target / "new").write_text("x")
         finally:

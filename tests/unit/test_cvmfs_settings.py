@@ -138,3 +138,25 @@ def test_foreign_layers_are_scanned_by_default_and_the_mode_reaches_the_layer_st
     # the older key keeps its meaning: serve foreign layers at once, whiteouts not applied
     serving = load_settings(toml(tmp_path, f'root = "{tmp_path}/root"\nserve-foreign-layers = true\n'))
     assert asyncio.run(wired_layer_store(serving))[0] == "serve"
+
+
+def test_the_foreign_scan_budget_reaches_the_layer_store_and_a_bad_one_names_the_key(tmp_path):
+    from snapmux.entrypoints.cvmfs_snapshotter.container import Container
+
+    assert load_settings(toml(tmp_path, "")).foreign_scan_budget == 5.0
+    for bad in ("-1", '"soon"', "inf", "nan"):
+        with pytest.raises(ConfigError, match="foreign-scan-budget|foreign_scan_budget"):
+            load_settings(toml(tmp_path, f"foreign-scan-budget = {bad}\n"))
+
+    async def wired_budget(settings):
+        container = Container(settings=settings)
+        snapshots = await container.snapshots()
+        try:
+            return snapshots._store.scan_budget, snapshots._metrics is not None
+        finally:
+            await container.shutdown_resources()
+
+    import asyncio
+
+    settings = load_settings(toml(tmp_path, f'root = "{tmp_path}/root"\nforeign-scan-budget = 0.25\n'))
+    assert asyncio.run(wired_budget(settings)) == (0.25, True)

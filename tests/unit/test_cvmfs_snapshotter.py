@@ -23,6 +23,7 @@ class AdoptingFake(InMemorySnapshotService):
         super().__init__(root)
         self.adopted: dict[str, str] = {}
         self.shadows: dict[str, str] = {}
+        self.flattened: set[str] = set()
 
     def _check_sources(self, name):
         """As the core does: every adopted layer from `name` down must still be a directory."""
@@ -44,7 +45,7 @@ class AdoptingFake(InMemorySnapshotService):
         self._check_sources(self._get(key).info.parent)
         return await super().mounts(key)
 
-    async def adopt(self, name, parent, labels, source, shadows=""):
+    async def adopt(self, name, parent, labels, source, shadows="", flattened=False):
         self._check_sources(parent)
         async with self._lock:
             if parent and self._get(parent).info.kind != Kind.COMMITTED:
@@ -58,6 +59,8 @@ class AdoptingFake(InMemorySnapshotService):
             self._snapshots[name] = snap
             self.adopted[name] = source
             self.shadows[name] = shadows
+            if flattened:
+                self.flattened.add(name)
             return snap.info
 
 
@@ -212,7 +215,7 @@ async def test_listener_hears_every_outcome(fake, layout):
 
 async def test_layer_vanishing_during_adopt_falls_back(fake, layout):
     class VanishingFake(AdoptingFake):
-        async def adopt(self, name, parent, labels, source, shadows=""):
+        async def adopt(self, name, parent, labels, source, shadows="", flattened=False):
             raise UnavailableError(f"adopted source {source} is not an available directory")
 
     cvmfs = CvmfsSnapshotter(VanishingFake(fake.root), CvmfsLayerStore(str(layout)))

@@ -44,7 +44,8 @@ async def test_adopt_onto_a_committed_parent_and_prepare_above(snapshotter, sour
     [mount] = mounts
     lower = next(o for o in mount.options if o.startswith("lowerdir="))[len("lowerdir="):].split(":")
     assert all(path.startswith(snapshotter.layout.snapshots_dir + "/") for path in lower)
-    assert os.path.realpath(lower[0]) == str(source)
+    assert lower[0] == snapshotter.layout.lowers.hider  # hides CVMFS's .cvmfscatalog
+    assert os.path.realpath(lower[1]) == str(source)
     assert (await snapshotter.stat("rw")).parent == "layer1"
 
 
@@ -154,7 +155,7 @@ async def test_adopted_shadows_mount_around_the_source_and_survive_a_restart(tmp
         [mount] = await snapshotter.prepare("rw", "foreign")
     finally:
         await snapshotter.close()
-    expected = [shadows / "upper", source, shadows / "lower", source]
+    expected = [tmp_path / "root" / "snapshots" / "hide", shadows / "upper", source, shadows / "lower", source]
     assert [os.path.realpath(p) for p in lowers(mount)] == [str(p) for p in expected]
     assert all(path.startswith(snapshotter.layout.snapshots_dir + "/") for path in lowers(mount))
     again = await OverlaySnapshotter.open(str(tmp_path / "root"))  # the shadows are in the metadata

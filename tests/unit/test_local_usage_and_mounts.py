@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from snapmux.adapters.local.layout import Layout
+from snapmux.adapters.local.sqlite_store import Link
 from snapmux.adapters.local.mounts import MountOptions, mounts_for
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.adapters.local.usage import disk_usage
@@ -41,29 +42,67 @@ async def test_usage_of_active_is_measured_and_committed_is_stored(tmp_path):
         await snapshotter.close()
 
 
+def plain(*ids):
+    return [Link(i, f"s{i}", "") for i in ids]
+
+
+def adopted(i, shadows="", flat=False):
+    return Link(i, f"s{i}", f"/layers/{i}", shadows, flat)
+
+
 def test_mounts_follow_containerd(tmp_path):
     layout = Layout(str(tmp_path))
-    plain, userns = MountOptions(index_off=True, userxattr=False), MountOptions(index_off=False, userxattr=True)
+    opts, userns = MountOptions(index_off=True, userxattr=False), MountOptions(index_off=False, userxattr=True)
     fs = layout.fs_path
-    assert mounts_for(layout, plain, Kind.ACTIVE, 1, []) == [Mount("bind", fs(1), options=("rw", "rbind"))]
-    assert mounts_for(layout, plain, Kind.VIEW, 1, []) == [Mount("bind", fs(1), options=("ro", "rbind"))]
-    assert mounts_for(layout, plain, Kind.VIEW, 3, [2]) == [Mount("bind", fs(2), options=("ro", "rbind"))]
-    assert mounts_for(layout, plain, Kind.ACTIVE, 4, [3, 2, 1]) == [Mount("overlay", "overlay", options=(
+    assert mounts_for(layout, opts, Kind.ACTIVE, 1, []) == [Mount("bind", fs(1), options=("rw", "rbind"))]
+    assert mounts_for(layout, opts, Kind.VIEW, 1, []) == [Mount("bind", fs(1), options=("ro", "rbind"))]
+    assert mounts_for(layout, opts, Kind.VIEW, 3, plain(2)) == [Mount("bind", fs(2), options=("ro", "rbind"))]
+    assert mounts_for(layout, opts, Kind.ACTIVE, 4, plain(3, 2, 1)) == [Mount("overlay", "overlay", options=(
         "index=off", f"workdir={layout.work_path(4)}", f"upperdir={fs(4)}", f"lowerdir={fs(3)}:{fs(2)}:{fs(1)}"))]
-    assert mounts_for(layout, userns, Kind.VIEW, 4, [3, 2]) == [
+    assert mounts_for(layout, userns, Kind.VIEW, 4, plain(3, 2)) == [
         Mount("overlay", "overlay", options=("userxattr", f"lowerdir={fs(3)}:{fs(2)}"))]
 
 
-def test_parents_adopted_with_whiteout_shadows_mount_as_three_lowers(tmp_path):
+def lowerdirs(mounts):
+    (mount,) = mounts
+    return next(o for o in mount.options if o.startswith("lowerdir="))[len("lowerdir="):].split(":")
+
+
+def test_adopted_parents_mount_with_their_shadows_merged_where_adjacent_and_the_catalog_hidden(tmp_path):
     layout = Layout(str(tmp_path))
-    plain = MountOptions(index_off=False, userxattr=False)
+    opts = MountOptions(index_off=False, userxattr=False)
     fs, up, low = layout.fs_path, layout.wh_upper_path, layout.wh_lower_path
+    merged, hider = (lambda i: f"{layout.snapshots_dir}/{i}/wh-merged"), f"{layout.snapshots_dir}/hide"
     assert up(2) == f"{layout.snapshots_dir}/2/wh-upper" and low(2) == f"{layout.snapshots_dir}/2/wh-lower"
-    assert mounts_for(layout, plain, Kind.ACTIVE, 4, [3, 2, 1], shadowed={2}) == [Mount("overlay", "overlay", options=(
-        f"workdir={layout.work_path(4)}", f"upperdir={fs(4)}", f"lowerdir={fs(3)}:{up(2)}:{fs(2)}:{low(2)}:{fs(1)}"))]
-    # a view of one shadowed parent is no bind: the shadows must apply
-    assert mounts_for(layout, plain, Kind.VIEW, 3, [2], shadowed={2}) == [
-        Mount("overlay", "overlay", options=(f"lowerdir={up(2)}:{fs(2)}:{low(2)}",))]
+    chain = [Link(3, "s3", ""), adopted(2, "/wh/2"), adopted(1)]
+    assert lowerdirs(mounts_for(layout, opts, Kind.ACTIVE, 4, chain)) == [hider, fs(3), up(2), fs(2), low(2), fs(1)]
+    # a view of one shadowed (or any adopted) parent is no bind: the shadows and the hider must apply
+    assert lowerdirs(mounts_for(layout, opts, Kind.VIEW, 3, [adopted(2, "/wh/2")])) == [hider, up(2), fs(2), low(2)]
+    assert lowerdirs(mounts_for(layout, opts, Kind.VIEW, 3, [adopted(2)])) == [hider, fs(2)]
+    # three scanned layers in a row: 2n+1 lowers, each child's wh-lower merged with its parent's wh-upper
+    chain = [adopted(3, "/wh/3"), adopted(2, "/wh/2"), adopted(1, "/wh/1")]
+    assert lowerdirs(mounts_for(layout, opts, Kind.ACTIVE, 4, chain)) == [
+        hider, up(3), fs(3), merged(3), fs(2), merged(2), fs(1), low(1)]
+
+
+def test_nothing_below_a_flattened_chain_is_mounted(tmp_path):
+    layout = Layout(str(tmp_path))
+    opts = MountOptions(index_off=False, userxattr=False)
+    chain = [adopted(3, "/wh/3"), adopted(2, flat=True), adopted(1, "/wh/1"), Link(0, "s0", "")]
+    assert lowerdirs(mounts_for(layout, opts, Kind.ACTIVE, 4, chain)) == [
+        f"{layout.snapshots_dir}/hide", layout.wh_upper_path(3), layout.fs_path(3), layout.wh_lower_path(3), layout.fs_path(2)]
+
+
+def test_a_deep_stack_names_short_links_that_fit_a_page_after_containerds_compaction(tmp_path):
+    layout = Layout(str(tmp_path / ("long-root-" * 8)))
+    opts = MountOptions(index_off=True, userxattr=False)
+    chain = [adopted(i, f"/wh/{i}") for i in range(1000, 800, -1)]  # 200 scanned layers
+    lowers = lowerdirs(mounts_for(layout, opts, Kind.ACTIVE, 5000, chain))
+    assert len(lowers) == 402 <= 500  # hider, top wh-upper, fs + wh-merged each: within overlayfs's 500
+    assert {os.path.dirname(lower) for lower in lowers} == {f"{layout.root}/l"}
+    relative = ":".join(os.path.basename(lower) for lower in lowers)  # what containerd's compaction passes
+    assert len(relative) + 2 * len(layout.work_path(5000)) + 64 < 4096
+    assert len(set(lowers)) == len(lowers)
 
 
 def test_mount_options_detect_this_host():
@@ -71,3 +110,25 @@ def test_mount_options_detect_this_host():
     assert detected.index_off == os.path.exists("/sys/module/overlay/parameters/index")
     with open("/proc/self/uid_map") as handle:
         assert detected.userxattr == (handle.read().split()[:3] != ["0", "0", "4294967295"])
+
+
+async def test_short_links_are_made_for_a_deep_stack_and_cleanup_drops_them_with_their_snapshots(tmp_path):
+    snapshotter = await OverlaySnapshotter.open(str(tmp_path / "root"))
+    try:
+        parent = ""
+        for index in range(80):
+            await snapshotter.prepare(f"a{index}", parent)
+            await snapshotter.commit(f"c{index}", f"a{index}")
+            parent = f"c{index}"
+        lowers = lowerdirs(await snapshotter.prepare("container", parent))
+        short_dir = snapshotter.layout.lowers.short_dir
+        assert len(lowers) == 80 and all(os.path.dirname(lower) == short_dir for lower in lowers)
+        assert [os.path.realpath(lower) for lower in lowers] == [
+            os.path.realpath(snapshotter.layout.fs_path(sid)) for sid in range(80, 0, -1)]
+        await snapshotter.remove("container")
+        for index in range(79, 39, -1):
+            await snapshotter.remove(f"c{index}")
+        await snapshotter.cleanup()
+        assert sorted(os.listdir(short_dir)) == sorted(os.path.basename(lower) for lower in lowers[40:])
+    finally:
+        await snapshotter.close()

@@ -1,18 +1,20 @@
 """Where a layer lives in the unpacked.cern.ch layout, and whether it can be served.
 
 Layout: `<base>/.layers/<hex[0:2]>/<hex>/layerfs`, `<hex>` taken from the layer's
-compressed digest. The base is a CVMFS mountpoint or any directory in that layout
-(NFS, a local disk); nothing here writes to it.
+compressed digest, and DUCC's flattened chains `<base>/.chains/<xx>/<id>` (`chains.py`).
+The base is a CVMFS mountpoint or any directory in that layout (NFS, a local disk);
+nothing here writes to it.
 
 Whiteouts: overlayfs only honours its own (char device 0/0, `trusted.overlay.opaque`).
 The publisher writes those and drops `PUBLISHED_MARKER` beside `layerfs`: served at once.
-A layer without the marker ("foreign") may hold `.wh.` files that overlayfs would show as
-plain files, and finding out needs a walk of the whole layer, which Prepare must never do.
+A layer without the marker ("foreign", as DUCC writes every layer) may hold `.wh.` files
+that overlayfs would show as plain files, and finding out needs a walk of the whole layer.
 So `foreign` says what to do with them:
 
-- "scan" (with a scanner): the first Prepare falls back (containerd downloads the layer)
-  and queues a background scan that builds whiteout shadows (`whiteouts.py`); once the
-  result exists, the layer is served with them, deletions applied.
+- "scan" (with a scanner): served from DUCC's chain when it exists (deletions applied, no
+  scan); else the first Prepare scans the layer off the loop within `scan_budget` seconds
+  and serves it with whiteout shadows (`whiteouts.py`) if the scan finished; a scan over
+  budget keeps running in the background and the layer is downloaded this once.
 - "serve": served at once without shadows (deleted files reappear, `.wh.` files show).
 - "download": never served remotely.
 """
@@ -23,9 +25,10 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from snapmux.adapters.cvmfs.chains import following_chain_ids, usable_chain
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.whiteouts import Shadows
 from snapmux.domain.errors import InvalidArgumentError
@@ -35,6 +38,11 @@ log = logging.getLogger(__name__)
 CRI_DIGEST_LABEL = "containerd.io/snapshot/cri.layer-digest"
 STARGZ_DIGEST_LABEL = "containerd.io/snapshot/remote/stargz.digest"
 DIGEST_LABELS = (CRI_DIGEST_LABEL, STARGZ_DIGEST_LABEL)
+CRI_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/cri.image-layers"
+STARGZ_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/remote/stargz.layers"
+IMAGE_LAYERS_LABELS = (CRI_IMAGE_LAYERS_LABEL, STARGZ_IMAGE_LAYERS_LABEL)
+"""Comma-separated digests of this layer and those above it (cut short to fit containerd's
+4096-byte label limit): containerd's CRI plugin and ctr-remote rpull send them."""
 PUBLISHED_MARKER = "snapmux-layer.json"
 """Written by the publisher: the layer's whiteouts are overlayfs-native."""
 
@@ -60,6 +68,17 @@ def digest_from_labels(labels: Mapping[str, str] | None) -> str | None:
     return found[0] if found else None
 
 
+def image_layers_from_labels(labels: Mapping[str, str] | None) -> list[str]:
+    """The digests hex the labels name as the image's layers; a hint, so bad entries are skipped."""
+    found: list[str] = []
+    for name in IMAGE_LAYERS_LABELS:
+        for entry in (labels or {}).get(name, "").split(","):
+            matched = _DIGEST.fullmatch(entry.strip())
+            if matched and matched.group(1) not in found:
+                found.append(matched.group(1))
+    return found
+
+
 @dataclass(frozen=True)
 class LayerCheck:
     """What one look at a layer's directory found."""
@@ -77,17 +96,34 @@ class Servable:
 
     path: str
     shadows: str = ""
+    flattened: bool = False
+    """A DUCC chain: `path` holds the whole filesystem up to this layer, nothing below is mounted."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one Prepare's layer, and why (logged and counted by the snapshotter)."""
+
+    servable: Servable | None
+    outcome: str
+    """published | chain | scanned (earlier) | scan-in-budget | scan-over-budget | scan-failed |
+    foreign-served | foreign-download | missing | unusable-base (and, inside the store, "scan":
+    queued, to be waited for)"""
 
 
 class CvmfsLayerStore:
     """Maps digests to layer directories under one base; all filesystem looks run off the loop."""
 
-    def __init__(self, base: str, foreign: str = "download", scanner: WhiteoutScanner | None = None) -> None:
+    def __init__(
+        self, base: str, foreign: str = "download", scanner: WhiteoutScanner | None = None, scan_budget: float = 0.0
+    ) -> None:
         if foreign not in FOREIGN_MODES:
             raise ValueError(f"foreign layers: {foreign!r} is not one of {', '.join(FOREIGN_MODES)}")
         self.base = os.path.abspath(base)
         self.foreign = foreign if (foreign != "scan" or scanner is not None) else "download"
         self.scanner = scanner
+        self.scan_budget = scan_budget
+        self._looked_ahead: set[str] = set()
         self.usable = not any(char in self.base for char in ":,\x00")
         if not self.usable:
             log.warning("layers under %r cannot be overlay lowerdirs (':' or ','): every layer is unpacked locally",
@@ -113,22 +149,79 @@ class CvmfsLayerStore:
     async def check(self, hex_digest: str) -> LayerCheck:
         return await asyncio.to_thread(self.check_now, hex_digest)
 
-    async def servable(self, hex_digest: str) -> Servable | None:
-        """What to adopt when this layer can be served remotely, else None (fall back).
+    async def servable(self, hex_digest: str, chain_id: str = "", ahead: Sequence[str] = ()) -> Servable | None:
+        return (await self.decide(hex_digest, chain_id, ahead)).servable
 
-        An unscanned foreign layer queues its scan here (deduplicated), so a later Prepare serves it."""
+    async def decide(self, hex_digest: str, chain_id: str = "", ahead: Sequence[str] = ()) -> Decision:
+        """What to adopt for this layer, or None (fall back to a download), and why.
+
+        `chain_id`: DUCC's id of the image prefix ending here ("" if unknown). `ahead`: the
+        image's other layers (digests hex), whose scans are queued now for the Prepares to come,
+        after this layer's own."""
         if not self.usable:
-            return None
+            return Decision(None, "unusable-base")
+        decision = await self._look(hex_digest, chain_id)
+        if self.foreign == "scan" and self.scanner is not None and ahead:
+            await self._scan_ahead(hex_digest, chain_id, ahead)
+        if decision.outcome != "scan":
+            return decision
+        assert decision.servable is not None
+        return await self._scan_now(hex_digest, decision.servable.path)
+
+    async def _look(self, hex_digest: str, chain_id: str) -> Decision:
+        """The decision a look can make; outcome "scan" (its scan queued) means wait for the scan."""
+        if self.foreign != "download" and chain_id:  # a chain holds everything: it needs no layer dir
+            chain = await asyncio.to_thread(usable_chain, self.base, chain_id)
+            if chain is not None:
+                return Decision(Servable(chain, flattened=True), "chain")
         found = await self.check(hex_digest)
         if not found.exists:
-            return None
-        if found.published or self.foreign == "serve":
-            return Servable(found.path)
+            return Decision(None, "missing")
+        if found.published:
+            return Decision(Servable(found.path), "published")
+        if self.foreign == "serve":
+            return Decision(Servable(found.path), "foreign-served")
         if found.shadows is not None:
-            return Servable(found.path, "" if found.shadows.clean else found.shadows.path)
-        if self.foreign == "scan" and self.scanner is not None:
-            self.scanner.queue(hex_digest, found.path)
-        return None
+            return Decision(self._with(found.path, found.shadows), "scanned")
+        if self.foreign != "scan" or self.scanner is None:
+            return Decision(None, "foreign-download")
+        self.scanner.queue(hex_digest, found.path)  # first in the scanners' queue, before those ahead
+        return Decision(Servable(found.path), "scan")
+
+    async def _scan_now(self, hex_digest: str, path: str) -> Decision:
+        assert self.scanner is not None
+        finished, shadows = await self.scanner.within(hex_digest, path, self.scan_budget)
+        if shadows is not None:
+            return Decision(self._with(path, shadows), "scan-in-budget")
+        return Decision(None, "scan-failed" if finished else "scan-over-budget")
+
+    @staticmethod
+    def _with(path: str, shadows: Shadows) -> Servable:
+        return Servable(path, "" if shadows.clean else shadows.path)
+
+    async def _scan_ahead(self, hex_digest: str, chain_id: str, ahead: Sequence[str]) -> None:
+        """Queues the scans of the listed layers not looked at yet (deduplicated, bounded by the
+        scanner's threads); one thread call checks them all. The labels list this layer and
+        those above it in order, so with this layer's chain id the others' follow, and a layer
+        DUCC's chain serves needs no scan."""
+        chains = dict(zip(ahead, following_chain_ids(chain_id, ahead))) if ahead[0] == hex_digest else {}
+        new = [h for h in ahead if h not in self._looked_ahead]
+        if not new:
+            return
+        self._looked_ahead.update(new)
+        checks = await asyncio.to_thread(lambda: [(h, self._needs_scan(h, chains.get(h, ""))) for h in new])
+        for hex_digest, path in checks:
+            if path is not None and self.scanner is not None:
+                self.scanner.queue(hex_digest, path)
+
+    def _needs_scan(self, hex_digest: str, chain_id: str) -> str | None:
+        """Blocking: the layerfs of a foreign layer with no scan result and no chain, else None."""
+        found = self.check_now(hex_digest)
+        if not found.exists or found.published or found.shadows is not None:
+            return None
+        if chain_id and usable_chain(self.base, chain_id) is not None:
+            return None
+        return found.path
 
     async def reachable(self, path: str) -> bool:
         """Whether an adopted layer directory is still there (CVMFS may drop it, NFS may hang up)."""

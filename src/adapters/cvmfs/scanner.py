@@ -1,9 +1,12 @@
-"""WhiteoutScanner: builds whiteout shadows in the background, never on a Prepare's path.
+"""WhiteoutScanner: builds whiteout shadows on a few dedicated threads, never on the event loop.
 
-A Prepare that meets an unscanned foreign layer falls back to a download and queues one
-scan; the scan walks the whole layer (minutes on a big CVMFS layer), so it runs on a few
-dedicated threads, at most one per digest at a time. The next Prepare of that layer finds
-the result with one look (`ShadowCache.lookup`) and serves the layer remotely.
+A Prepare that meets an unscanned foreign layer queues its scan and waits for it up to a
+budget (`within`): a layer of 100k small files scans in well under a second, while a download
+and unpack costs many. A scan that does not finish in time keeps running for the next Prepare.
+Scans are queued ahead too (the other layers of the image, named by the Prepare's labels), so
+the unpacker's one-by-one Prepares find them done. At most one scan per digest is in flight;
+the threads bound how many run at once. A finished result is found with one look
+(`ShadowCache.lookup`), also after a restart.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from snapmux.adapters.cvmfs.whiteouts import ShadowCache, Shadows
 
 log = logging.getLogger(__name__)
 
-SCAN_THREADS = 2
+SCAN_THREADS = 4
+"""Scans are I/O-bound on CVMFS (FUSE round trips): a few run at once."""
 
 
 class WhiteoutScanner:
@@ -47,6 +51,12 @@ class WhiteoutScanner:
         task = asyncio.create_task(self._scan(hex_digest, layerfs))
         self.scans[hex_digest] = task
         return task
+
+    async def within(self, hex_digest: str, layerfs: str, budget: float) -> tuple[bool, Shadows | None]:
+        """(finished in time, result): waits up to `budget` seconds; an unfinished scan goes on."""
+        task = self.queue(hex_digest, layerfs)
+        done, _ = await asyncio.wait({task}, timeout=max(budget, 0.0))
+        return (True, task.result()) if done else (False, None)
 
     async def _scan(self, hex_digest: str, layerfs: str) -> Shadows | None:
         loop = asyncio.get_running_loop()

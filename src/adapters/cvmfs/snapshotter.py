@@ -6,29 +6,46 @@ layout we adopt it as a committed snapshot and answer AlreadyExists, which conta
 as "already unpacked" (it then finds it by List on the ref label and the parent, and records
 the match's name as the layer's backend key). Otherwise the call goes through unchanged and
 containerd downloads the layer, so one missing layer never stops the layers above it from
-being served remotely. A foreign layer (see `layers.py`) scanned for whiteouts is adopted with
-its shadow trees, which the local snapshotter mounts around it.
+being served remotely. A foreign layer (see `layers.py`) is adopted from DUCC's flattened chain
+when the layout has it (the whole image below in one directory), else scanned for whiteouts
+within a budget and adopted with its shadow trees, which the local snapshotter mounts around it.
+The chain id needs the digests of the layers below: they are read from the parents' labels
+(adopted layers keep the Prepare's labels; commit carries the digest label over for the
+layers containerd unpacks itself).
 
 The adopted name keeps the Prepare key's `<namespace>/<id>/` prefix when it has containerd's
 backend shape: every later call on that layer (Stat, Remove by GC, children's parent) then
-carries its namespace, which the demux routes by, and two namespaces sharing one snapshotter
-never share (or garbage-collect) each other's layer. Any other key adopts plain `<chainID>`.
+carries its namespace, which the demux routes by. Namespaces can still end up sharing one
+adopted layer: containerd answers a later AlreadyExists with the first committed snapshot that
+has the same ref label and parent, from whichever namespace committed it; GC removes a snapshot
+only once no namespace's image references it. Any other key adopts plain `<chainID>`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, Servable, digest_from_labels
+from snapmux.adapters.cvmfs.chains import next_chain_id
+from snapmux.adapters.cvmfs.layers import (
+    DIGEST_LABELS,
+    CvmfsLayerStore,
+    Decision,
+    Servable,
+    digest_from_labels,
+    image_layers_from_labels,
+)
+from snapmux.domain import metrics as m
 from snapmux.domain.errors import (
     AlreadyExistsError,
     DomainError,
     InvalidArgumentError,
+    NotFoundError,
     UnavailableError,
 )
 from snapmux.domain.model import Info, Mount, Usage
@@ -38,15 +55,28 @@ from snapmux.domain.ports import SnapshotService
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CHAIN_MEMO_SIZE = 100_000
+FOREIGN_OUTCOMES = {
+    "chain": "served from DUCC's flattened chain (deletions applied, one lower directory)",
+    "scanned": "foreign layer served in place with the whiteout shadows of an earlier scan",
+    "scan-in-budget": "foreign layer scanned within the budget, served in place with its deletions",
+    "scan-over-budget": "foreign layer scan ran over the budget: downloaded this once, the scan goes on",
+    "scan-failed": "foreign layer scan failed: downloaded (a later Prepare scans again)",
+    "foreign-served": "foreign layer served as stored (foreign-layers = serve: deletions NOT applied)",
+}
+
 REF_LABEL = "containerd.io/snapshot.ref"
 REMOTE_LABEL = "containerd.io/snapshot/remote"
+CHAIN_LABEL = "containerd.io/snapshot/cvmfs.chain"
+"""On a layer adopted from DUCC's flattened chain: the chain directory."""
 
 
 class AdoptingSnapshotService(SnapshotService, Protocol):
     """The local snapshotter, plus adopting an existing read-only directory as a committed snapshot."""
 
     async def adopt(
-        self, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str = ""
+        self, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str = "",
+        flattened: bool = False,
     ) -> Info: ...
 
 
@@ -71,10 +101,13 @@ class CvmfsSnapshotter:
         inner: AdoptingSnapshotService,
         store: CvmfsLayerStore,
         listener: Callable[[str], None] | None = None,
+        metrics: m.MetricsRegistry | None = None,
     ) -> None:
         self._inner = inner
         self._store = store
         self._listener = listener
+        self._metrics = metrics
+        self._chains: dict[str, str | None] = {}
         self.counters = CvmfsCounters()
 
     def _count(self, event: str) -> None:
@@ -86,9 +119,11 @@ class CvmfsSnapshotter:
         target = (labels or {}).get(REF_LABEL, "")
         hex_digest = digest_from_labels(labels)
         if target and hex_digest:
-            served = await self._store.servable(hex_digest)
-            if served is not None:
-                await self._adopt(adopted_name(key, target), parent, dict(labels or {}), served)
+            chain_id = await self._chain_id(parent, hex_digest)
+            decision = await self._store.decide(hex_digest, chain_id, image_layers_from_labels(labels))
+            self._report(hex_digest, decision)
+            if decision.servable is not None:
+                await self._adopt(adopted_name(key, target), parent, dict(labels or {}), decision.servable)
             self._count("fallback")
         return await self._lowers_deduplicated(await self._counted(self._inner.prepare(key, parent, labels)))
 
@@ -96,14 +131,51 @@ class CvmfsSnapshotter:
         """Ends in AlreadyExists, the only "done remotely" signal containerd knows, unless the layer
         (or its whiteout shadows) vanished in between (then it returns and the layer is unpacked locally)."""
         labels[REMOTE_LABEL] = "true"
+        if served.flattened:
+            labels[CHAIN_LABEL] = served.path  # what restore() checks, and what an operator sees
         try:
-            await self._inner.adopt(name, parent, labels, served.path, served.shadows)
+            await self._inner.adopt(name, parent, labels, served.path, served.shadows, flattened=served.flattened)
         except AlreadyExistsError:
             pass  # a concurrent unpack of the same chain adopted it first
         except UnavailableError:
             return  # vanished since we looked: the caller falls back to a local unpack
         self._count("remote")
         raise AlreadyExistsError(f"target snapshot {name!r}: already exists (remote layer {served.path})")
+
+    def _report(self, hex_digest: str, decision: Decision) -> None:
+        """Every foreign-layer outcome is logged and counted; the routine ones only logged at debug."""
+        if decision.outcome in FOREIGN_OUTCOMES:
+            log.info("layer %s: %s", hex_digest, FOREIGN_OUTCOMES[decision.outcome])
+            if self._metrics is not None:
+                self._metrics.count(m.FOREIGN_LAYER_PREPARES, {"outcome": decision.outcome})
+        else:
+            log.debug("layer %s: %s", hex_digest, decision.outcome)
+
+    async def _chain_id(self, parent: str, hex_digest: str) -> str:
+        """DUCC's chain id of this layer on `parent`, "" when a layer below has no digest label."""
+        below = await self._chain_of(parent) if parent else ""
+        return "" if below is None else next_chain_id(below, f"sha256:{hex_digest}")
+
+    async def _chain_of(self, name: str) -> str | None:
+        """The chain id of a committed snapshot, from its and its parents' digest labels; memoized
+        (a committed snapshot's parents never change), so an image's Prepares walk each parent once."""
+        walked: list[tuple[str, str | None]] = []
+        current = name
+        while current and current not in self._chains:
+            try:
+                info = await self._inner.stat(current)
+                hex_digest = digest_from_labels(info.labels)
+            except (NotFoundError, InvalidArgumentError):
+                info, hex_digest = None, None
+            walked.append((current, hex_digest))
+            current = info.parent if info is not None else ""
+        chain: str | None = self._chains.get(current) if current else ""
+        for walked_name, hex_digest in reversed(walked):
+            chain = next_chain_id(chain, f"sha256:{hex_digest}") if chain is not None and hex_digest else None
+            if len(self._chains) >= CHAIN_MEMO_SIZE:
+                self._chains.clear()
+            self._chains[walked_name] = chain
+        return chain
 
     async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         return await self._lowers_deduplicated(await self._counted(self._inner.view(key, parent, labels)))
@@ -125,7 +197,7 @@ class CvmfsSnapshotter:
         hex_digest = digest_from_labels(info.labels)
         if hex_digest is None:
             return  # remote by another snapshotter's convention; nothing of ours to check
-        path = self._store.layer_path(hex_digest)
+        path = info.labels.get(CHAIN_LABEL) or self._store.layer_path(hex_digest)
         if not await self._store.reachable(path):
             self._count("unavailable")
             raise UnavailableError(f"remote layer {path} of snapshot {info.name!r} is not reachable")
@@ -162,9 +234,17 @@ class CvmfsSnapshotter:
         return await self._inner.usage(key)
 
     async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """A layer containerd unpacked keeps its digest label, so the chain ids above it are known."""
+        labels = dict(labels or {})
+        if not any(label in labels for label in DIGEST_LABELS):
+            with contextlib.suppress(NotFoundError):  # the inner commit says so, in containerd's words
+                active = await self._inner.stat(key)
+                labels.update({k: v for k, v in active.labels.items() if k in DIGEST_LABELS})
+        self._chains.pop(name, None)
         await self._inner.commit(name, key, labels)
 
     async def remove(self, key: str) -> None:
+        self._chains.pop(key, None)  # a name committed again later may sit on other layers
         await self._inner.remove(key)
 
     def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
@@ -189,8 +269,8 @@ def adopted_name(key: str, target: str) -> str:
     """`<ns>/<id>/<target>` for containerd's backend key shape `<ns>/<id>/<rest>`, else `<target>`.
 
     containerd takes the name from its Walk, so any name works for it; keeping the key's prefix
-    keeps the layer in the caller's namespace (routable by the demux, private to that namespace).
-    """
+    keeps the layer in the caller's namespace (routable by the demux). It does not make the layer
+    private: on one snapshotter, containerd may bind another namespace's AlreadyExists to it."""
     namespace, sid, rest = (key.split("/", 2) + ["", ""])[:3]
     if not (rest and sid.isascii() and sid.isdigit()):
         return target

@@ -44,10 +44,10 @@ class MetadataCache:
 
     def chain(self, row: Row) -> list[Link]:
         """The snapshot itself first, then its parents, nearest first."""
-        links = [Link(row.id, row.info.name, row.source, row.shadows)]
+        links = [Link(row.id, row.info.name, row.source, row.shadows, row.flat)]
         while row.parent_id is not None:
             row = self._by_id[row.parent_id]
-            links.append(Link(row.id, row.info.name, row.source, row.shadows))
+            links.append(Link(row.id, row.info.name, row.source, row.shadows, row.flat))
         return links
 
     def rows(self) -> list[Row]:

@@ -6,6 +6,10 @@
     <root>/snapshots/<id>/wh-upper, wh-lower
                                   adopted with whiteout shadows: symlinks to `<shadows>/upper`
                                   and `<shadows>/lower`, mounted around `fs`
+    <root>/snapshots/<id>/wh-merged
+                                  its `wh-lower` merged with its parent's `wh-upper` (`lowers.py`)
+    <root>/snapshots/hide         one whiteout hiding CVMFS's `.cvmfscatalog` over adopted layers
+    <root>/l/<short>              short symlinks to the above, for long lowerdir lists
     <root>/snapshots/new-*        directories being built (never referenced by a row)
     <root>/snapshots/rm-*         directories being deleted (never referenced by a row)
 
@@ -27,6 +31,7 @@ import uuid
 from snapmux.adapters.durable import fsync_dir
 from snapmux.adapters.file_modes import create_private_file, make_dirs
 from snapmux.adapters.local.store_checks import UnusableStoreError, check_root
+from snapmux.adapters.local.lowers import HIDER_DIR, LowerPaths
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class Layout:
         real root pass the outside-the-root check, and mounts name the real directories."""
         self.snapshots_dir = os.path.join(self.root, "snapshots")
         self.metadata_path = os.path.join(self.root, "metadata.db")
+        self.lowers = LowerPaths(self.root, self.snapshots_dir)
 
     def create_root(self) -> None:
         """0700 directories and a 0600 database whatever the umask: snapshots hold images' files."""
@@ -148,7 +154,8 @@ class Layout:
         self.discard(self.path(snapshot_id))
 
     def entries(self) -> list[str]:
-        return os.listdir(self.snapshots_dir)
+        """Entries of `snapshots/` that belong to snapshots (or once did): not the shared hider."""
+        return [name for name in os.listdir(self.snapshots_dir) if name != HIDER_DIR]
 
     def sync_dir(self) -> None:
         """Make renames in `snapshots/` durable before the metadata that depends on them."""

@@ -1,20 +1,23 @@
 """The mounts a client performs for a snapshot, exactly as containerd's overlayfs snapshotter builds them.
 
 No parents: a bind mount of the snapshot's own fs (rw, or ro for a view).
-A view with one parent: a read-only bind of the parent. Otherwise overlayfs
-with `lowerdir` listing parents nearest first; a parent adopted with whiteout shadows
-contributes three lowerdirs, `wh-upper:fs:wh-lower`. Every path stays under
-`<root>/snapshots/`, so containerd's mount code can compact a long lowerdir
-list relative to that common directory (128 layers and more).
+A view with one plain parent: a read-only bind of the parent. Otherwise overlayfs
+with `lowerdir` listing parents nearest first, as `lowers.stack` lays them out (whiteout
+shadows around adopted foreign layers, merged where adjacent; nothing below a flattened
+chain; CVMFS's catalog markers hidden). Every path shares one directory (`<root>/snapshots/`,
+or `<root>/l/` for long stacks), so containerd's mount code can compact the list relative to it
+and the mount data stays under a page for any depth overlayfs accepts.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from snapmux.adapters.local.layout import Layout
+from snapmux.adapters.local.lowers import stack
+from snapmux.adapters.local.sqlite_store import Link
 from snapmux.domain.model import Kind, Mount
 
 
@@ -47,19 +50,15 @@ class MountOptions:
 
 
 def mounts_for(
-    layout: Layout,
-    options: MountOptions,
-    kind: Kind,
-    snapshot_id: int,
-    parent_ids: list[int],
-    shadowed: Collection[int] = (),
+    layout: Layout, options: MountOptions, kind: Kind, snapshot_id: int, parents: Sequence[Link]
 ) -> list[Mount]:
-    """`shadowed`: the parents adopted with whiteout shadows (never a bind: the shadows must apply)."""
-    if not parent_ids:
+    """`parents`: nearest first. An adopted parent is never a bind (its shadows or the catalog
+    hider must apply); what `lowers.stack` names must exist (`LowerPaths.ensure`)."""
+    if not parents:
         mode = "ro" if kind == Kind.VIEW else "rw"
         return [Mount("bind", layout.fs_path(snapshot_id), options=(mode, "rbind"))]
-    if kind == Kind.VIEW and len(parent_ids) == 1 and parent_ids[0] not in shadowed:
-        return [Mount("bind", layout.fs_path(parent_ids[0]), options=("ro", "rbind"))]
+    if kind == Kind.VIEW and len(parents) == 1 and not (parents[0].shadows or parents[0].source):
+        return [Mount("bind", layout.fs_path(parents[0].id), options=("ro", "rbind"))]
     flags: list[str] = []
     if options.index_off:
         flags.append("index=off")
@@ -67,13 +66,5 @@ def mounts_for(
         flags.append("userxattr")
     if kind == Kind.ACTIVE:
         flags += [f"workdir={layout.work_path(snapshot_id)}", f"upperdir={layout.fs_path(snapshot_id)}"]
-    flags.append("lowerdir=" + ":".join(_lowers(layout, parent_ids, shadowed)))
+    flags.append("lowerdir=" + ":".join(layout.lowers.render(stack(parents))))
     return [Mount("overlay", "overlay", options=tuple(flags))]
-
-
-def _lowers(layout: Layout, parent_ids: list[int], shadowed: Collection[int]) -> Iterator[str]:
-    for pid in parent_ids:
-        if pid in shadowed:
-            yield from (layout.wh_upper_path(pid), layout.fs_path(pid), layout.wh_lower_path(pid))
-        else:
-            yield layout.fs_path(pid)

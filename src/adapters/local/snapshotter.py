@@ -25,6 +25,7 @@ from snapmux.adapters.cpu_turns import kept
 from snapmux.adapters.durable import out_of_space
 from snapmux.adapters.local.cache import MetadataCache
 from snapmux.adapters.local.layout import Layout, delete_tree
+from snapmux.adapters.local.lowers import stack, visible
 from snapmux.adapters.local.mounts import MountOptions, mounts_for
 from snapmux.adapters.local.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
 from snapmux.adapters.local.store_checks import RESTORE, UnusableStoreError
@@ -40,14 +41,10 @@ T = TypeVar("T")
 READ_THREADS = 4
 
 
-def _parents(chain: Sequence[Link]) -> tuple[list[int], set[int]]:
-    """Parent ids nearest first, and those adopted with whiteout shadows."""
-    return [link.id for link in chain], {link.id for link in chain if link.shadows}
-
-
 def check_sources(chain: Sequence[Link]) -> None:
-    """An adopted layer whose source vanished makes only the snapshots above it unavailable."""
-    for link in chain:
+    """An adopted layer whose source vanished makes only the snapshots above it unavailable
+    (below a flattened chain nothing is mounted, so nothing is checked)."""
+    for link in visible(chain):
         if link.source and not os.path.isdir(link.source):
             raise UnavailableError(f'snapshot "{link.name}": adopted source {link.source} is not an available directory')
         trees = (os.path.join(link.shadows, "upper"), os.path.join(link.shadows, "lower"))
@@ -131,7 +128,7 @@ class OverlaySnapshotter:
         chain = tx.chain(base.id) if base else []
         staged = self.layout.build(kind == Kind.ACTIVE, self.layout.fs_path(base.id) if base else None)
         snapshot_id = self._install(staged, lambda: tx.insert(kind, key, base, labels))
-        mounts = mounts_for(self.layout, self._options, kind, snapshot_id, *_parents(chain))
+        mounts = mounts_for(self.layout, self._options, kind, snapshot_id, chain)
         return Written(mounts, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id))
 
     def _install(self, staged: str, insert: Callable[[], int]) -> int:
@@ -152,8 +149,17 @@ class OverlaySnapshotter:
             chain = self._cache.chain(self._cache.get(parent))
         except NotFoundError:
             return  # the write reports it, in containerd's words
-        if any(link.source for link in chain):
-            await self._read(check_sources, chain)
+        await self._ready(chain)
+
+    async def _ready(self, chain: Sequence[Link]) -> None:
+        """Adopted sources are there, and what the mount's lower stack names is built (merged
+        shadows, the catalog hider, short links), on the read pool."""
+        if any(link.source for link in chain) or self.layout.lowers.uses_short(stack(chain)):
+            await self._read(self._check_and_build, chain)
+
+    def _check_and_build(self, chain: Sequence[Link]) -> None:
+        check_sources(chain)
+        self.layout.lowers.ensure(chain)
 
     async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         validate_key(key)
@@ -168,24 +174,28 @@ class OverlaySnapshotter:
         return await self._write(self._create, Kind.VIEW, key, parent, labels)
 
     def _adopt(
-        self, tx: Transaction, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str
+        self, tx: Transaction, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str,
+        flattened: bool,
     ) -> Written[Info]:
         base = tx.parent_for_child(parent)
         tx.get_absent(name)
         staged = self.layout.build_link(source, shadows)
         snapshot_id = self._install(
-            staged, lambda: tx.insert(Kind.COMMITTED, name, base, labels, source=source, shadows=shadows)
+            staged, lambda: tx.insert(Kind.COMMITTED, name, base, labels, source=source, shadows=shadows, flat=flattened)
         )
         return Written(tx.get(name).info, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id))
 
     async def adopt(
-        self, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str = ""
+        self, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str = "",
+        flattened: bool = False,
     ) -> Info:
         """A committed snapshot whose files are the read-only directory `source`, in O(1).
 
         `fs` becomes a symlink to `source`, so lowerdir paths stay under `<root>/snapshots/`
         (containerd compacts long lists relative to it); `source` is never walked or deleted.
         `shadows`, when given, holds `upper/` and `lower/` whiteout trees mounted around it.
+        `flattened`: `source` already holds every parent's files (a DUCC chain); mounts above it
+        stop there.
         """
         validate_key(name, "name")
         validate_labels(labels)
@@ -195,9 +205,11 @@ class OverlaySnapshotter:
             raise InvalidArgumentError(f"adopted source {source} must be outside the snapshotter root")
         if shadows and not os.path.isabs(shadows):
             raise InvalidArgumentError(f"whiteout shadows {shadows!r} must be an absolute path")
+        if shadows and flattened:
+            raise InvalidArgumentError("a flattened chain has its deletions applied: it takes no whiteout shadows")
         await self._check_parent_sources(parent)
         await self._read(check_sources, [Link(0, name, source, shadows)])
-        return await self._write(self._adopt, name, parent, labels, source, shadows)
+        return await self._write(self._adopt, name, parent, labels, source, shadows, flattened)
 
     # -- commit, remove, update -----------------------------------------------------------------
 
@@ -287,9 +299,8 @@ class OverlaySnapshotter:
         if row.info.kind == Kind.COMMITTED:
             raise FailedPreconditionError(f"requested snapshot {key} not active or view: failed precondition")
         parents = self._cache.chain(row)[1:]
-        if any(link.source for link in parents):
-            await self._read(check_sources, parents)  # stats adopted sources (CVMFS may block)
-        return mounts_for(self.layout, self._options, row.info.kind, row.id, *_parents(parents))
+        await self._ready(parents)  # stats adopted sources (CVMFS may block), builds the lower stack
+        return mounts_for(self.layout, self._options, row.info.kind, row.id, parents)
 
     async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
         """Filters are evaluated in short turns: a costly one over many snapshots never holds the loop."""
@@ -301,8 +312,12 @@ class OverlaySnapshotter:
 
     def _set_aside_unowned(self, tx: Transaction) -> Written[list[str | None]]:
         """Runs on the writer thread, so no directory is half-built while we look."""
-        owned = {str(sid) for sid in tx.ids()}
+        ids = tx.ids()
+        self.layout.lowers.prune(ids)
+        owned = {str(sid) for sid in ids}
         paths = [os.path.join(self.layout.snapshots_dir, name) for name in self.layout.entries() if name not in owned]
+        if not any(row.source for row in tx.rows()):  # no adopted layer left for the hider to cover
+            paths.append(self.layout.lowers.hider)
         return Written([self._set_aside(path) for path in paths if path not in self._deleting])
 
     async def cleanup(self) -> None:

@@ -39,25 +39,26 @@ CREATE TABLE IF NOT EXISTS snapshots (
     size      INTEGER NOT NULL DEFAULT 0,
     inodes    INTEGER NOT NULL DEFAULT 0,
     source    TEXT NOT NULL DEFAULT '',
-    shadows   TEXT NOT NULL DEFAULT ''
+    shadows   TEXT NOT NULL DEFAULT '',
+    flat      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
 """
 
 _SELECT = """
 SELECT s.id, s.name, s.kind, COALESCE(p.name, ''), s.labels, s.created, s.updated,
-       s.size, s.inodes, s.source, s.parent_id, s.shadows
+       s.size, s.inodes, s.source, s.parent_id, s.shadows, s.flat
 FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
 """
 
 _CHAIN = """
-WITH RECURSIVE chain(id, parent_id, name, source, shadows, depth) AS (
-    SELECT id, parent_id, name, source, shadows, 0 FROM snapshots WHERE id = ?
+WITH RECURSIVE chain(id, parent_id, name, source, shadows, flat, depth) AS (
+    SELECT id, parent_id, name, source, shadows, flat, 0 FROM snapshots WHERE id = ?
     UNION ALL
-    SELECT s.id, s.parent_id, s.name, s.source, s.shadows, c.depth + 1
+    SELECT s.id, s.parent_id, s.name, s.source, s.shadows, s.flat, c.depth + 1
     FROM snapshots s JOIN chain c ON s.id = c.parent_id
 )
-SELECT id, name, source, shadows FROM chain ORDER BY depth
+SELECT id, name, source, shadows, flat FROM chain ORDER BY depth
 """
 
 
@@ -71,6 +72,7 @@ class Row:
     source: str
     parent_id: int | None
     shadows: str = ""
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,14 +84,16 @@ class Link:
     source: str
     shadows: str = ""
     """An adopted layer's whiteout shadows (`upper/`, `lower/`), mounted around its source."""
+    flat: bool = False
+    """An adopted flattened chain: its source holds every parent's files too, none is mounted."""
 
 
 def _row(values: tuple) -> Row:
-    sid, name, kind, parent, labels, created, updated, size, inodes, source, parent_id, shadows = values
+    sid, name, kind, parent, labels, created, updated, size, inodes, source, parent_id, shadows, flat = values
     info = Info(
         name, Kind(kind), parent, json.loads(labels), datetime.fromisoformat(created), datetime.fromisoformat(updated)
     )
-    return Row(sid, info, Usage(size, inodes), source, parent_id, shadows)
+    return Row(sid, info, Usage(size, inodes), source, parent_id, shadows, bool(flat))
 
 
 class Transaction:
@@ -132,7 +136,8 @@ class Transaction:
 
     def chain(self, snapshot_id: int) -> list[Link]:
         """The snapshot itself first, then its parents, nearest first."""
-        return [Link(*values) for values in self._db.execute(_CHAIN, (snapshot_id,))]
+        return [Link(sid, name, source, shadows, bool(flat))
+                for sid, name, source, shadows, flat in self._db.execute(_CHAIN, (snapshot_id,))]
 
     def rows(self) -> Iterator[Row]:
         for values in self._db.execute(_SELECT + " ORDER BY s.id"):
@@ -159,14 +164,16 @@ class Transaction:
         labels: Mapping[str, str] | None,
         source: str = "",
         shadows: str = "",
+        flat: bool = False,
     ) -> int:
         if self.find(key) is not None:
             raise AlreadyExistsError(f"snapshot {key}: already exists")
         now = utcnow().isoformat()
         cursor = self._db.execute(
-            "INSERT INTO snapshots (name, kind, parent_id, labels, created, updated, source, shadows)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (key, int(kind), parent.id if parent else None, json.dumps(dict(labels or {})), now, now, source, shadows),
+            "INSERT INTO snapshots (name, kind, parent_id, labels, created, updated, source, shadows, flat)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (key, int(kind), parent.id if parent else None, json.dumps(dict(labels or {})), now, now, source, shadows,
+             int(flat)),
         )
         return int(cursor.lastrowid)
 
@@ -212,17 +219,19 @@ class SqliteMetadataStore:
             probe.close()
         try:
             self._connection().executescript(_SCHEMA)
-            self._add_shadows_column()
+            self._add_columns()
             self._connection().execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             self.close()
             raise UnusableStoreError(f"metadata store {path} cannot be opened ({error}): {RESTORE}") from None
 
-    def _add_shadows_column(self) -> None:
-        """Roots made before whiteout shadows existed lack the column; every old row has none."""
+    def _add_columns(self) -> None:
+        """Roots made before whiteout shadows (or flattened chains) existed lack the column; every
+        old row has none."""
         columns = {name for _, name, *_ in self._connection().execute("PRAGMA table_info(snapshots)")}
-        if "shadows" not in columns:
-            self._connection().execute("ALTER TABLE snapshots ADD COLUMN shadows TEXT NOT NULL DEFAULT ''")
+        for name, declaration in (("shadows", "TEXT NOT NULL DEFAULT ''"), ("flat", "INTEGER NOT NULL DEFAULT 0")):
+            if name not in columns:
+                self._connection().execute(f"ALTER TABLE snapshots ADD COLUMN {name} {declaration}")
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

@@ -51,19 +51,21 @@ async def overlay_snapshotter(root: str) -> AsyncIterator[OverlaySnapshotter]:
 
 
 async def cvmfs_snapshotter(
-    store: OverlaySnapshotter, mountpoint: str, foreign: str
+    store: OverlaySnapshotter, settings: CvmfsSnapshotterSettings, metrics: PrometheusMetricsRegistry
 ) -> AsyncIterator[CvmfsSnapshotter]:
-    """Published layers under `mountpoint` are adopted, foreign ones as `foreign` says (scanned for
-    whiteouts in the background by default), the rest unpacked locally; at startup each remote
-    snapshot is looked at once (a vanished layer is logged, never fatal, never deleted)."""
+    """Published layers under the mountpoint are adopted, foreign ones as `foreign-layers` says
+    (DUCC chains, else scanned within the budget by default), the rest unpacked locally; at startup
+    each remote snapshot is looked at once (a vanished layer is logged, never fatal, never deleted)."""
+    mountpoint, foreign = settings.absolute_mountpoint, settings.foreign_layers
     shadows = ShadowCache(store.layout.root, userxattr=MountOptions.detect().userxattr)
     scanner = WhiteoutScanner(shadows)
     await scanner.start()
     try:
-        snapshotter = CvmfsSnapshotter(store, CvmfsLayerStore(mountpoint, foreign, scanner))
+        layers = CvmfsLayerStore(mountpoint, foreign, scanner, settings.foreign_scan_budget)
+        snapshotter = CvmfsSnapshotter(store, layers, metrics=metrics)
         report = await snapshotter.restore()
-        log.info("remote layers under %s: %d available, %d unavailable (foreign layers: %s)", mountpoint,
-                 report.available, len(report.unavailable), foreign)
+        log.info("remote layers under %s: %d available, %d unavailable (foreign layers: %s, scan budget %.1fs)",
+                 mountpoint, report.available, len(report.unavailable), foreign, settings.foreign_scan_budget)
         yield snapshotter
     finally:
         await scanner.close()
@@ -123,15 +125,13 @@ class Container(containers.DeclarativeContainer):
 
     store = providers.Resource(overlay_snapshotter, settings.provided.root)
 
-    snapshots = providers.Resource(
-        cvmfs_snapshotter, store, settings.provided.absolute_mountpoint, settings.provided.foreign_layers
-    )
-
     registry = providers.Singleton(CollectorRegistry)
 
     metrics = providers.Singleton(PrometheusMetricsRegistry, registry)
 
     health = providers.Singleton(SnapshotsHealth)
+
+    snapshots = providers.Resource(cvmfs_snapshotter, store, settings, metrics)
 
     server = providers.Resource(
         snapshots_server,

@@ -9,11 +9,14 @@ snapshotters spell them, or underscores):
     repository = "unpacked.cern.ch"
     absolute-mountpoint = "/cvmfs/unpacked.cern.ch"   # default: /cvmfs/<repository>
     foreign-layers = "scan"   # layers not written by `cvmfs-snapshotter publish` (unpacked.cern.ch):
-                              # "scan": the first Prepare downloads and queues a background scan of
-                              #   the layer's `.wh.` files; once scanned it is served, deletions applied
+                              # "scan": served from DUCC's `.chains` when present; else the first
+                              #   Prepare scans the layer's `.wh.` files (within foreign-scan-budget)
+                              #   and serves it in place, deletions applied; over budget, it is
+                              #   downloaded this once and the scan finishes in the background
                               # "serve": served at once, `.wh.` whiteouts NOT applied (deleted files reappear)
                               # "download": never served remotely
     serve-foreign-layers = false   # older spelling: true means foreign-layers = "serve"
+    foreign-scan-budget = 5.0      # seconds a Prepare waits for a foreign layer's scan (0: never waits)
 
     metrics-address = "127.0.0.1:9101"   # Prometheus /metrics: host:port, vsock://PORT or "" (off);
                                          # default off, or vsock://10001 when listening on vsock (in a VM)
@@ -46,6 +49,8 @@ DEFAULT_VSOCK_PORT = 10000
 DEFAULT_METRICS_VSOCK_PORT = 10001
 """The `metrics_port` the address resolver reports by default: the demux proxies scrapes to it."""
 VSOCK_SCHEME = "vsock://"
+DEFAULT_SCAN_BUDGET = 5.0
+"""Seconds: a 100k-file layer scans in 0.1-1 s; a download and unpack of it costs several."""
 
 __all__ = ["ConfigError", "CvmfsSnapshotterSettings", "load_settings", "vsock_port"]
 
@@ -68,6 +73,7 @@ class CvmfsSnapshotterSettings(LayeredSettings):
     absolute_mountpoint: str = ""
     foreign_layers: Literal["scan", "serve", "download"] = "scan"
     serve_foreign_layers: bool = False
+    foreign_scan_budget: float = Field(DEFAULT_SCAN_BUDGET, ge=0, le=3600, allow_inf_nan=False)
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     metrics_address: str | None = None
     socket_group: str | int | None = None
