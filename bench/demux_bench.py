@@ -75,10 +75,15 @@ def wait_for_socket(path: str, process: subprocess.Popen, timeout: float = 60.0)
 
 def spawn(stack: ExitStack, argv: list[str], ready: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+        process = subprocess.Popen(argv, stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
     stack.callback(_stop, process)
     wait_for_socket(ready, process)
     return process
+
+
+def _pythonpath() -> str:
+    """The repository (for tests.support) before whatever the caller set (a frozen `snapmux`, say)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -188,7 +193,7 @@ async def part_two(work: Path, count: int) -> None:
     vms.mkdir()
     with ExitStack() as stack:
         helper = subprocess.Popen([sys.executable, __file__, "--serve-vms", str(vms), "--namespaces", str(count)],
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                                  env={**os.environ, "PYTHONPATH": _pythonpath()})
         stack.callback(_stop, helper)
         while not (vms / "ready").exists():
             if helper.poll() is not None:
