@@ -52,7 +52,7 @@ def cvmfs_argv(root: Path, sock: Path) -> list[str]:
 
 
 def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None) -> list[Target]:
-    s = {name: work / f"{name}.sock" for name in ("floor", "cvmfs", "before", "goref")}
+    s = {name: work / f"{name}.sock" for name in ("floor", "cvmfs", "before", "goref", "proxied")}
     daemon(stack, [sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(s["floor"]),
                    "--list-size", str(LIST_POPULATE + 1)], s["floor"], work / "floor.log")
     daemon(stack, cvmfs_argv(work / "cvmfs-root", s["cvmfs"]), s["cvmfs"], work / "cvmfs.log")
@@ -66,7 +66,9 @@ def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None
         targets.append(Target("before", str(s["before"])))
     daemon(stack, [str(binary / "refsnapshotter"), "-root", str(work / "goref-root"), "-address", str(s["goref"])],
            s["goref"], work / "goref.log")
-    containerd = stack.enter_context(Containerd.start(work / "containerd", proxy_snapshotters={"cvmfs": str(s["cvmfs"])}))
+    # its own instance: containerd's GC removes every snapshot of its proxy plugin that it did not make
+    daemon(stack, cvmfs_argv(work / "proxied-root", s["proxied"]), s["proxied"], work / "proxied.log")
+    containerd = stack.enter_context(Containerd.start(work / "containerd", proxy_snapshotters={"cvmfs": str(s["proxied"])}))
     return [*targets, Target("go-ref", str(s["goref"])),
             Target("builtin@ctrd", containerd.address, "overlayfs"), Target("cvmfs@ctrd", containerd.address, "cvmfs")]
 
