@@ -7,9 +7,8 @@ Codes and messages cross unchanged, so a proxy in the middle is transparent.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -58,16 +57,15 @@ def _namespace_from(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _caller(context: grpc.aio.ServicerContext) -> Iterator[None]:
-    """The caller's namespace and deadline, for the port and for the calls it makes onward."""
-    namespace = current_namespace.set(_namespace_from(context))
-    deadline = current_deadline.set(deadline_in(context.time_remaining()))
-    try:
-        yield
-    finally:
-        current_deadline.reset(deadline)
-        current_namespace.reset(namespace)
+def _enter_caller(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
+    """The caller's namespace and deadline, for the port and for the calls it makes onward.
+    (Plain set/reset around each call rather than a context manager: this runs on every call.)"""
+    return current_namespace.set(_namespace_from(context)), current_deadline.set(deadline_in(context.time_remaining()))
+
+
+def _leave_caller(tokens: tuple[Any, Any]) -> None:
+    current_deadline.reset(tokens[1])
+    current_namespace.reset(tokens[0])
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
@@ -79,44 +77,64 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
 
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with _caller(context):
-            try:
-                return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001 - mapped, not swallowed
-                await _abort(context, error)
+        tokens = _enter_caller(context)
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - mapped, not swallowed
+            await _abort(context, error)
+        finally:
+            _leave_caller(tokens)
 
     return handler
 
 
 def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with _caller(context):
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001
-                await _abort(context, error)
+        tokens = _enter_caller(context)
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            await _abort(context, error)
+        finally:
+            _leave_caller(tokens)
 
     return handler
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps domain errors to status codes and exposes the caller's namespace and deadline to the port."""
+    """Maps domain errors to status codes and exposes the caller's namespace and deadline to the port.
+
+    grpc.aio runs the interceptor on every call; the wrapped handler is built once per method
+    handler and kept, so a call costs a dict lookup here instead of a new handler object."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-            )
-        return handler
+        method = handler_call_details.method  # only served methods get here: one entry each
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrapped(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrapped(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
+    return handler
