@@ -39,6 +39,7 @@ class Target:
     address: str
     snapshotter: str = ""
     fixed: bool = False  # answers fixed messages: nothing to set up
+    pids: tuple[int, ...] = ()  # whose CPU time per call is measured (every thread)
 
 
 @dataclass
@@ -49,10 +50,11 @@ class Cells:
 
     def add(self, target: str, op: str, clients: int, result: dict) -> None:  # type: ignore[type-arg]
         for step, stats in result["steps"].items():
-            self.rounds[(target, op, clients, step)].append(stats)
+            cpu = result.get("server_cpu_us_per_call")
+            self.rounds[(target, op, clients, step)].append({**stats, "cpu_us": cpu if cpu else float("nan")})
 
     def figure(self, target: str, op: str, clients: int, step: str, what: str) -> float:
-        samples = [r[what] for r in self.rounds.get((target, op, clients, step), [])]
+        samples = [r[what] for r in self.rounds.get((target, op, clients, step), []) if r[what] == r[what]]
         return statistics.median(samples) if samples else float("nan")
 
     def as_json(self) -> dict[str, list[dict[str, float]]]:
@@ -65,6 +67,8 @@ def run_load(binary: Path, target: Target, op: str, clients: int, seconds: float
             "-duration", f"{seconds}s", "-namespace", namespace]
     if target.snapshotter:
         argv += ["-snapshotter", target.snapshotter]
+    if target.pids:
+        argv += ["-pids", ",".join(map(str, target.pids))]
     if target.fixed:
         argv.append("-no-setup")
     elif op == "list" and populate:
@@ -88,6 +92,7 @@ def measure(binary: Path, targets: Sequence[Target], ops: Iterable[str], clients
 
 
 def ratio(a: float, b: float) -> str:
+    """"-" where a side was not measured (NaN)."""
     return f"{a / b:.2f}x" if b and b == b and a == a else "-"
 
 

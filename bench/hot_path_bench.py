@@ -41,36 +41,49 @@ OPS = ("stat", "mounts", "prepare", "list")
 LIST_POPULATE = 200
 
 
-def daemon(stack: ExitStack, argv: list[str], sock: Path, log: Path, env: dict[str, str] | None = None) -> Daemon:
+def daemon(stack: ExitStack, argv: list[str], sock: Path, log: Path, env: dict[str, str] | None = None) -> int:
+    """Starts one target's process; returns its pid (for CPU time per call)."""
     started = Daemon(argv, log, env).start(lambda: unix_socket_listening(sock))
     stack.callback(started.stop)
-    return started
+    assert started.process is not None
+    return started.process.pid
 
 
 def cvmfs_argv(root: Path, sock: Path) -> list[str]:
     return ["cvmfs-snapshotter", "--root", str(root), "--address", str(sock), "--log-level", "warning"]
 
 
-def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None) -> list[Target]:
+def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None, only: set[str]) -> list[Target]:
+    """Starts the targets named in `only` (all when empty)."""
+    wanted = lambda name: not only or name in only  # noqa: E731
     s = {name: work / f"{name}.sock" for name in ("floor", "cvmfs", "before", "goref", "proxied")}
-    daemon(stack, [sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(s["floor"]),
-                   "--list-size", str(LIST_POPULATE + 1)], s["floor"], work / "floor.log")
-    daemon(stack, cvmfs_argv(work / "cvmfs-root", s["cvmfs"]), s["cvmfs"], work / "cvmfs.log")
-    targets = [Target("floor", str(s["floor"]), fixed=True), Target("cvmfs", str(s["cvmfs"]))]
-    if before:
+    targets = []
+    if wanted("floor"):
+        pid = daemon(stack, [sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(s["floor"]),
+                             "--list-size", str(LIST_POPULATE + 1)], s["floor"], work / "floor.log")
+        targets.append(Target("floor", str(s["floor"]), fixed=True, pids=(pid,)))
+    if wanted("cvmfs"):
+        pid = daemon(stack, cvmfs_argv(work / "cvmfs-root", s["cvmfs"]), s["cvmfs"], work / "cvmfs.log")
+        targets.append(Target("cvmfs", str(s["cvmfs"]), pids=(pid,)))
+    if before and wanted("before"):
         old = stack.enter_context(harness.checkout(before))
         argv = [*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"),
                 *cvmfs_argv(work / "before-root", s["before"])[1:]]
         env = {**os.environ, "PYTHONPATH": str(old)}
-        daemon(stack, argv, s["before"], work / "before.log", env)
-        targets.append(Target("before", str(s["before"])))
-    daemon(stack, [str(binary / "refsnapshotter"), "-root", str(work / "goref-root"), "-address", str(s["goref"])],
-           s["goref"], work / "goref.log")
-    # its own instance: containerd's GC removes every snapshot of its proxy plugin that it did not make
-    daemon(stack, cvmfs_argv(work / "proxied-root", s["proxied"]), s["proxied"], work / "proxied.log")
-    containerd = stack.enter_context(Containerd.start(work / "containerd", proxy_snapshotters={"cvmfs": str(s["proxied"])}))
-    return [*targets, Target("go-ref", str(s["goref"])),
-            Target("builtin@ctrd", containerd.address, "overlayfs"), Target("cvmfs@ctrd", containerd.address, "cvmfs")]
+        pid = daemon(stack, argv, s["before"], work / "before.log", env)
+        targets.append(Target("before", str(s["before"]), pids=(pid,)))
+    if wanted("go-ref"):
+        pid = daemon(stack, [str(binary / "refsnapshotter"), "-root", str(work / "goref-root"),
+                             "-address", str(s["goref"])], s["goref"], work / "goref.log")
+        targets.append(Target("go-ref", str(s["goref"]), pids=(pid,)))
+    if wanted("builtin@ctrd") or wanted("cvmfs@ctrd"):
+        # its own instance: containerd's GC removes every snapshot of its proxy plugin that it did not make
+        pid = daemon(stack, cvmfs_argv(work / "proxied-root", s["proxied"]), s["proxied"], work / "proxied.log")
+        ctrd = stack.enter_context(Containerd.start(work / "containerd", proxy_snapshotters={"cvmfs": str(s["proxied"])}))
+        ctrd_pid = ctrd.daemon.process.pid  # type: ignore[union-attr]
+        targets += [Target("builtin@ctrd", ctrd.address, "overlayfs", pids=(ctrd_pid,)),
+                    Target("cvmfs@ctrd", ctrd.address, "cvmfs", pids=(ctrd_pid, pid))]
+    return targets
 
 
 def report(cells: Cells, targets: list[Target], clients: int) -> str:
@@ -94,7 +107,19 @@ def report(cells: Cells, targets: list[Target], clients: int) -> str:
            for op, step in steps]
     out += [f"\n{clients} client(s): throughput in calls/s\n",
             table(["op", *names, "cvmfs/floor", "cvmfs/go-ref", *extra], thr)]
+    cpu = [[step, *(f"{fig(n, op, step, 'cpu_us'):.0f}" for n in names),
+            ratio(fig("cvmfs", op, step, "cpu_us"), fig("floor", op, step, "cpu_us")),
+            ratio(fig("cvmfs", op, step, "cpu_us"), fig("go-ref", op, step, "cpu_us"))]
+           + ([ratio(fig("cvmfs", op, step, "cpu_us"), fig("before", op, step, "cpu_us"))] if "before" in names else [])
+           for op, step in steps if step == first_step(op)]
+    out += [f"\n{clients} client(s): server CPU time per call in us (all threads; prepare: per step of the cycle)\n",
+            table(["op", *names, "cvmfs/floor", "cvmfs/go-ref", *extra], cpu)]
     return "\n".join(out)
+
+
+def first_step(op: str) -> str:
+    """CPU time is measured per run, not per step: one row per operation."""
+    return harness.STEPS[op][0]
 
 
 def main() -> int:
@@ -106,6 +131,7 @@ def main() -> int:
     parser.add_argument("--before", help="git revision whose cvmfs-snapshotter runs beside this checkout's")
     parser.add_argument("--save", help="name for bench/results/NAME.{txt,json}")
     parser.add_argument("--no-demux", action="store_true")
+    parser.add_argument("--targets", nargs="+", default=[], help="measure only these (names above)")
     args = parser.parse_args()
     binary = harness.build()
     text = io.StringIO()
@@ -113,7 +139,7 @@ def main() -> int:
     print(header)
     cells = Cells()
     with tempfile.TemporaryDirectory(prefix="hot-path-bench-") as tmp, ExitStack() as stack:
-        targets = start_targets(stack, Path(tmp), binary, args.before)
+        targets = start_targets(stack, Path(tmp), binary, args.before, set(args.targets))
         harness.measure(binary, targets, args.ops, args.clients, args.rounds, args.seconds, cells, LIST_POPULATE)
         for clients in args.clients:
             print(section := report(cells, [t for t in targets], clients))

@@ -18,7 +18,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +49,28 @@ type report struct {
 	Errors  int              `json:"errors"`
 	Steps   map[string]stats `json:"steps"`
 	Error   string           `json:"error,omitempty"`
+	// ServerCPUUs is the CPU time the -pids processes (all their threads) used during the
+	// measured window, per call: the server's own cost, whatever else runs on the machine.
+	ServerCPUUs float64 `json:"server_cpu_us_per_call,omitempty"`
+}
+
+// cpuNanos sums the run time of every thread of the given processes (schedstat, in ns).
+func cpuNanos(pids []string) int64 {
+	var total int64
+	for _, pid := range pids {
+		tasks, _ := filepath.Glob("/proc/" + pid + "/task/*/schedstat")
+		for _, task := range tasks {
+			data, err := os.ReadFile(task)
+			if err != nil {
+				continue
+			}
+			var ns int64
+			if _, err := fmt.Sscan(string(data), &ns); err == nil {
+				total += ns
+			}
+		}
+	}
+	return total
 }
 
 type worker struct {
@@ -160,7 +184,11 @@ func main() {
 	namespace := flag.String("namespace", "bench", "containerd namespace, sent as containerd-namespace metadata")
 	populate := flag.Int("populate", 0, "extra committed snapshots to create before the run (for list)")
 	noSetup := flag.Bool("no-setup", false, "skip creating snapshots (for a server that answers fixed messages)")
+	pids := flag.String("pids", "", "comma-separated server pids whose CPU time per call is reported")
 	flag.Parse()
+	if *pids != "" {
+		serverPids = strings.Split(*pids, ",")
+	}
 	rep := report{Op: *op, Clients: *clients, Steps: map[string]stats{}}
 	if err := run(*address, *name, *namespace, *op, *clients, *count, *populate, *noSetup, *duration, *warmup, &rep); err != nil {
 		rep.Error = err.Error()
@@ -171,6 +199,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var serverPids []string
 
 func run(address, name, namespace, op string, clients, count, populate int, noSetup bool,
 	duration, warmup time.Duration, rep *report) error {
@@ -199,6 +229,7 @@ func run(address, name, namespace, op string, clients, count, populate int, noSe
 		workers[0].once(ctx, op, -1-n)
 	}
 	workers[0].samples, workers[0].errors = map[string][]time.Duration{}, 0
+	cpuStart := cpuNanos(serverPids)
 	start, end := time.Now(), time.Now().Add(duration)
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -212,6 +243,7 @@ func run(address, name, namespace, op string, clients, count, populate int, noSe
 	}
 	wg.Wait()
 	rep.Seconds = time.Since(start).Seconds()
+	cpu := cpuNanos(serverPids) - cpuStart
 	merged := map[string][]time.Duration{}
 	for _, w := range workers {
 		rep.Errors += w.errors
@@ -222,8 +254,13 @@ func run(address, name, namespace, op string, clients, count, populate int, noSe
 			merged[step] = append(merged[step], s...)
 		}
 	}
+	calls := 0
 	for step, s := range merged {
 		rep.Steps[step] = summarize(s, rep.Seconds)
+		calls += len(s)
+	}
+	if len(serverPids) > 0 && calls > 0 {
+		rep.ServerCPUUs = float64(cpu) / 1e3 / float64(calls)
 	}
 	if rep.Errors > 0 {
 		return fmt.Errorf("%d calls failed, last: %s", rep.Errors, rep.Error)
