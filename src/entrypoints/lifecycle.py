@@ -12,13 +12,23 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import uvloop
 
 from snapmux.entrypoints.settings_sources import ConfigError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 EXIT_OK, EXIT_UNUSABLE, EXIT_CONFIG = 0, 1, 2
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run on uvloop, which grpc.aio supports: the same daemon, less of its CPU time per call
+    spent in the loop (measured with bench/hot_path_bench.py)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def configure_logging(level: str) -> None:

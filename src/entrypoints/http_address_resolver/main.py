@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from dependency_injector.wiring import Provide, inject
 from snapmux.adapters.http.server import HttpServer
 from snapmux.entrypoints.http_address_resolver.container import Container
 from snapmux.entrypoints.http_address_resolver.settings import load_settings
-from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on, run_event_loop
 
 PROG = "http-address-resolver"
 log = logging.getLogger(PROG)
@@ -47,7 +46,7 @@ def _start(args: argparse.Namespace) -> None:
     container = Container()
     container.config.from_dict(settings.model_dump())
     container.wire(modules=[__name__])
-    asyncio.run(run(container))
+    run_event_loop(run(container))
 
 
 def main(argv: list[str] | None = None) -> int:
