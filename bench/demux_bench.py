@@ -9,6 +9,7 @@ stat, mounts, prepare (+commit+remove) and list, 1 and 64 clients, along these p
   plain : straight to the snapshotter's unix socket (no vsock at all)
   direct: through a VsockForwarder (its own process) + the stand-in: the demux's own path to the VM
   relay : `bench/grpc_relay.py`, a do-nothing raw-bytes pass-through over the same forwarder path
+          (on uvloop, as the demux runs)
   demux : the demux, which routes by namespace through its forwarder + the stand-in
   before: (with --before REV) the demux of git revision REV, beside it in the same run
 Reported: p50/p99 per path; demux/relay (target <= 1.1); the per-call overhead
@@ -121,27 +122,29 @@ async def forward(path: str, vsock: str, port: int) -> None:
 
 def start_paths(stack: ExitStack, work: Path, before: str | None) -> list[Target]:
     vm_sock, vsock = str(work / "vm.sock"), str(work / "v.sock")
-    spawn(stack, ["cvmfs-snapshotter", "--root", str(work / "vm-root"), "--address", vm_sock,
-                  "--log-level", "warning"], vm_sock, work / "vm.log")
+    vm = spawn(stack, ["cvmfs-snapshotter", "--root", str(work / "vm-root"), "--address", vm_sock,
+                       "--log-level", "warning"], vm_sock, work / "vm.log")
     spawn(stack, [sys.executable, "-m", "tests.support.firecracker_vsock", "--uds", vsock,
                   "--port", f"{PORT}={vm_sock}"], vsock, work / "standin.log")
     address = {"network": "unix", "address": vsock, "snapshotter_port": str(PORT)}
     resolver = stack.enter_context(running_resolver(work / "resolver", static={NAMESPACE: address}))
     paths = {name: str(work / f"{name}.sock") for name in ("direct", "relay", "demux", "before")}
-    spawn(stack, [sys.executable, __file__, "--forward", paths["direct"], vsock], paths["direct"], work / "fwd.log")
-    spawn(stack, [sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", paths["relay"],
-                  "--vsock", vsock, "--port", str(PORT)], paths["relay"], work / "relay.log")
+    direct = spawn(stack, [sys.executable, __file__, "--forward", paths["direct"], vsock], paths["direct"],
+                   work / "fwd.log")
+    relay = spawn(stack, [sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", paths["relay"],
+                          "--vsock", vsock, "--port", str(PORT), "--uvloop"], paths["relay"], work / "relay.log")
     demux_argv = ["--config", str(demux_config(work, paths["demux"], resolver.url)), "--log-level", "warning"]
-    spawn(stack, ["demux-snapshotter", *demux_argv], paths["demux"], work / "demux.log")
-    targets = [Target("plain", vm_sock), Target("direct", paths["direct"]), Target("relay", paths["relay"]),
-               Target("demux", paths["demux"])]
+    demux = spawn(stack, ["demux-snapshotter", *demux_argv], paths["demux"], work / "demux.log")
+    # CPU time per call: each hop's own process (the VM's snapshotter for plain)
+    targets = [Target("plain", vm_sock, pids=(vm.pid,)), Target("direct", paths["direct"], pids=(direct.pid,)),
+               Target("relay", paths["relay"], pids=(relay.pid,)), Target("demux", paths["demux"], pids=(demux.pid,))]
     if before:
         old = stack.enter_context(checkout(before))
         (work / "before").mkdir()
         config = demux_config(work / "before", paths["before"], resolver.url)
-        spawn(stack, [*python_main("snapmux.entrypoints.demux_snapshotter.main"), "--config", str(config),
-                      "--log-level", "warning"], paths["before"], work / "before.log", {"PYTHONPATH": str(old)})
-        targets.append(Target("before", paths["before"]))
+        old_demux = spawn(stack, [*python_main("snapmux.entrypoints.demux_snapshotter.main"), "--config", str(config),
+                                  "--log-level", "warning"], paths["before"], work / "before.log", {"PYTHONPATH": str(old)})
+        targets.append(Target("before", paths["before"], pids=(old_demux.pid,)))
     return targets
 
 
@@ -159,7 +162,7 @@ def run_go(binary: Path, seconds: float, rounds: int, before: str | None = None)
 
 
 def go_report(cells: Cells, names: list[str], clients: int) -> str:
-    rows = []
+    rows, cpu_rows = [], []
     for op in GO_OPS:
         for step in STEPS[op]:
             p50 = {n: cells.figure(n, op, clients, step, "p50_ms") for n in names}
@@ -168,9 +171,14 @@ def go_report(cells: Cells, names: list[str], clients: int) -> str:
             rows.append([step, *(f"{p50[n]:.3f} / {p99[n]:.2f}" for n in names), ratio(p50["demux"], p50["relay"]),
                          overhead, ratio(p50["demux"], p50["direct"]),
                          *([ratio(p50["demux"], p50["before"])] if "before" in names else [])])
+        cpu = {n: cells.figure(n, op, clients, STEPS[op][0], "cpu_us") for n in names}
+        cpu_rows.append([op, *(f"{cpu[n]:.0f}" for n in names), ratio(cpu["demux"], cpu["relay"]),
+                         *([ratio(cpu["demux"], cpu["before"])] if "before" in names else [])])
     extra = ["demux/before"] if "before" in names else []
     return (f"\ndemux, {clients} client(s): p50 / p99 latency in ms (Go client)\n\n"
-            + table(["op", *names, "demux/relay", "overhead demux/relay", "demux/direct", *extra], rows))
+            + table(["op", *names, "demux/relay", "overhead demux/relay", "demux/direct", *extra], rows)
+            + f"\n\ndemux, {clients} client(s): CPU time per call of each hop's own process, us\n\n"
+            + table(["op", *names, "demux/relay", *extra], cpu_rows))
 
 
 async def serve_vms(folder: Path, count: int) -> None:

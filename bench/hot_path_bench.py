@@ -6,6 +6,7 @@
 Targets, each measured by bench/go/loadclient (containerd's snapshots/proxy client; a Go
 client adds microseconds, so the server is what is measured), interleaved round by round:
   floor        bench/grpc_floor.py: a grpc.aio server answering fixed messages (Python's floor)
+  floor-uv     the same on uvloop, the event loop the daemons run on
   cvmfs        the cvmfs-snapshotter daemon of this checkout, on its own unix socket
   before       (with --before REV) the same daemon from git revision REV, same run, same machine
   go-ref       containerd's overlayfs behind contrib/snapshotservice (bench/go/refsnapshotter)
@@ -58,10 +59,12 @@ def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None
     wanted = lambda name: not only or name in only  # noqa: E731
     s = {name: work / f"{name}.sock" for name in ("floor", "cvmfs", "before", "goref", "proxied")}
     targets = []
-    if wanted("floor"):
-        pid = daemon(stack, [sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(s["floor"]),
-                             "--list-size", str(LIST_POPULATE + 1)], s["floor"], work / "floor.log")
-        targets.append(Target("floor", str(s["floor"]), fixed=True, pids=(pid,)))
+    for name, loop in (("floor", []), ("floor-uv", ["--uvloop"])):
+        if wanted(name):
+            sock = work / f"{name}.sock"
+            pid = daemon(stack, [sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(sock),
+                                 "--list-size", str(LIST_POPULATE + 1), *loop], sock, work / f"{name}.log")
+            targets.append(Target(name, str(sock), fixed=True, pids=(pid,)))
     if wanted("cvmfs"):
         pid = daemon(stack, cvmfs_argv(work / "cvmfs-root", s["cvmfs"]), s["cvmfs"], work / "cvmfs.log")
         targets.append(Target("cvmfs", str(s["cvmfs"]), pids=(pid,)))
@@ -92,28 +95,32 @@ def report(cells: Cells, targets: list[Target], clients: int) -> str:
     fig = lambda n, op, step, what: cells.figure(n, op, clients, step, what)  # noqa: E731
     latency = [[step, *(f"{fig(n, op, step, 'p50_ms'):.3f} / {fig(n, op, step, 'p99_ms'):.2f}" for n in names),
                 ratio(fig("cvmfs", op, step, "p50_ms"), fig("floor", op, step, "p50_ms")),
+                ratio(fig("cvmfs", op, step, "p50_ms"), fig("floor-uv", op, step, "p50_ms")),
                 ratio(fig("cvmfs", op, step, "p50_ms"), fig("go-ref", op, step, "p50_ms")),
                 ratio(fig("cvmfs@ctrd", op, step, "p50_ms"), fig("builtin@ctrd", op, step, "p50_ms"))]
                + ([ratio(fig("cvmfs", op, step, "p50_ms"), fig("before", op, step, "p50_ms"))] if "before" in names else [])
                for op, step in steps]
     extra = ["cvmfs/before"] if "before" in names else []
     out = [f"\n{clients} client(s): p50 / p99 latency in ms (ratios of p50)\n",
-           table(["op", *names, "cvmfs/floor", "cvmfs/go-ref", "@ctrd cvmfs/builtin", *extra], latency)]
+           table(["op", *names, "cvmfs/floor", "cvmfs/floor-uv", "cvmfs/go-ref", "@ctrd cvmfs/builtin", *extra],
+                 latency)]
     thr = [[step, *(f"{fig(n, op, step, 'throughput_per_s'):.0f}" for n in names),
             ratio(fig("cvmfs", op, step, "throughput_per_s"), fig("floor", op, step, "throughput_per_s")),
+            ratio(fig("cvmfs", op, step, "throughput_per_s"), fig("floor-uv", op, step, "throughput_per_s")),
             ratio(fig("cvmfs", op, step, "throughput_per_s"), fig("go-ref", op, step, "throughput_per_s"))]
            + ([ratio(fig("cvmfs", op, step, "throughput_per_s"), fig("before", op, step, "throughput_per_s"))]
               if "before" in names else [])
            for op, step in steps]
     out += [f"\n{clients} client(s): throughput in calls/s\n",
-            table(["op", *names, "cvmfs/floor", "cvmfs/go-ref", *extra], thr)]
+            table(["op", *names, "cvmfs/floor", "cvmfs/floor-uv", "cvmfs/go-ref", *extra], thr)]
     cpu = [[step, *(f"{fig(n, op, step, 'cpu_us'):.0f}" for n in names),
             ratio(fig("cvmfs", op, step, "cpu_us"), fig("floor", op, step, "cpu_us")),
+            ratio(fig("cvmfs", op, step, "cpu_us"), fig("floor-uv", op, step, "cpu_us")),
             ratio(fig("cvmfs", op, step, "cpu_us"), fig("go-ref", op, step, "cpu_us"))]
            + ([ratio(fig("cvmfs", op, step, "cpu_us"), fig("before", op, step, "cpu_us"))] if "before" in names else [])
            for op, step in steps if step == first_step(op)]
     out += [f"\n{clients} client(s): server CPU time per call in us (all threads; prepare: per step of the cycle)\n",
-            table(["op", *names, "cvmfs/floor", "cvmfs/go-ref", *extra], cpu)]
+            table(["op", *names, "cvmfs/floor", "cvmfs/floor-uv", "cvmfs/go-ref", *extra], cpu)]
     return "\n".join(out)
 
 
