@@ -13,7 +13,8 @@ client adds microseconds, so the server is what is measured), interleaved round 
   builtin@ctrd containerd's builtin overlayfs through containerd's own snapshots API
   cvmfs@ctrd   cvmfs-snapshotter as containerd's proxy plugin, through the same API
 Operations: stat, mounts, prepare (Prepare+Commit+Remove, each reported), list (200 extra
-snapshots populated); at 1 and 16 clients. Then the demux bench (bench/demux_bench.py)
+snapshots populated); at 1 and 16 clients; `ctr run --rm` through containerd with each
+snapshotter. Then the demux bench (bench/demux_bench.py)
 unless --no-demux. Tables are markdown, for the README as printed; --save writes the text
 and the raw rounds (JSON) under bench/results/.
 """
@@ -25,8 +26,10 @@ import datetime
 import io
 import json
 import os
+import statistics
 import sys
 import tempfile
+import time
 from contextlib import ExitStack, redirect_stdout
 from pathlib import Path
 
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness  # noqa: E402
 from bench.harness import Cells, Target, ratio, table  # noqa: E402
-from tests.support.containerd import Containerd, Daemon  # noqa: E402
+from tests.support.containerd import Containerd, Daemon, import_busybox_image  # noqa: E402
 from tests.support.sockets import unix_socket_listening  # noqa: E402
 
 REPO = harness.REPO
@@ -54,11 +57,12 @@ def cvmfs_argv(root: Path, sock: Path) -> list[str]:
     return ["cvmfs-snapshotter", "--root", str(root), "--address", str(sock), "--log-level", "warning"]
 
 
-def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None, only: set[str]) -> list[Target]:
-    """Starts the targets named in `only` (all when empty)."""
+def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None,
+                  only: set[str]) -> tuple[list[Target], Containerd | None]:
+    """Starts the targets named in `only` (all when empty); containerd too if one of its targets is."""
     wanted = lambda name: not only or name in only  # noqa: E731
     s = {name: work / f"{name}.sock" for name in ("floor", "cvmfs", "before", "goref", "proxied")}
-    targets = []
+    targets, ctrd = [], None
     for name, loop in (("floor", []), ("floor-uv", ["--uvloop"])):
         if wanted(name):
             sock = work / f"{name}.sock"
@@ -86,12 +90,12 @@ def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None
         ctrd_pid = ctrd.daemon.process.pid  # type: ignore[union-attr]
         targets += [Target("builtin@ctrd", ctrd.address, "overlayfs", pids=(ctrd_pid,)),
                     Target("cvmfs@ctrd", ctrd.address, "cvmfs", pids=(ctrd_pid, pid))]
-    return targets
+    return targets, ctrd
 
 
-def report(cells: Cells, targets: list[Target], clients: int) -> str:
+def report(cells: Cells, targets: list[Target], clients: int, ops: list[str]) -> str:
     names = [t.name for t in targets]
-    steps = [(op, step) for op in OPS for step in harness.STEPS[op]]
+    steps = [(op, step) for op in ops for step in harness.STEPS[op]]
     fig = lambda n, op, step, what: cells.figure(n, op, clients, step, what)  # noqa: E731
     latency = [[step, *(f"{fig(n, op, step, 'p50_ms'):.3f} / {fig(n, op, step, 'p99_ms'):.2f}" for n in names),
                 ratio(fig("cvmfs", op, step, "p50_ms"), fig("floor", op, step, "p50_ms")),
@@ -124,6 +128,24 @@ def report(cells: Cells, targets: list[Target], clients: int) -> str:
     return "\n".join(out)
 
 
+def ctr_runs(ctrd: Containerd | None, work: Path, runs: int) -> str:
+    """What users feel: `ctr run --rm` of a one-layer busybox image, builtin overlayfs vs cvmfs-snapshotter,
+    alternating."""
+    if ctrd is None or runs <= 0:
+        return ""
+    seconds: dict[str, list[float]] = {"overlayfs": [], "cvmfs": []}
+    images = {name: import_busybox_image(ctrd, work / f"image-{name}", snapshotter=name) for name in seconds}
+    for n in range(runs):
+        for name, samples in seconds.items():
+            started = time.perf_counter()
+            ctrd.ctr("run", "--rm", "--snapshotter", name, images[name], f"bench-{name}-{n}", "true")
+            samples.append(time.perf_counter() - started)
+    builtin, ours = (statistics.median(seconds[name]) * 1e3 for name in ("overlayfs", "cvmfs"))
+    rows = [["ctr run --rm", f"{builtin:.0f}", f"{ours:.0f}", ratio(ours, builtin)]]
+    return (f"\nctr run --rm busybox true, median of {runs} alternating runs, ms\n\n"
+            + table(["what", "builtin overlayfs", "cvmfs-snapshotter", "cvmfs/builtin"], rows))
+
+
 def first_step(op: str) -> str:
     """CPU time is measured per run, not per step: one row per operation."""
     return harness.STEPS[op][0]
@@ -139,6 +161,7 @@ def main() -> int:
     parser.add_argument("--save", help="name for bench/results/NAME.{txt,json}")
     parser.add_argument("--no-demux", action="store_true")
     parser.add_argument("--targets", nargs="+", default=[], help="measure only these (names above)")
+    parser.add_argument("--ctr-runs", type=int, default=7, help="`ctr run --rm` per snapshotter (0: none)")
     args = parser.parse_args()
     binary = harness.build()
     text = io.StringIO()
@@ -146,11 +169,13 @@ def main() -> int:
     print(header)
     cells = Cells()
     with tempfile.TemporaryDirectory(prefix="hot-path-bench-") as tmp, ExitStack() as stack:
-        targets = start_targets(stack, Path(tmp), binary, args.before, set(args.targets))
+        targets, ctrd = start_targets(stack, Path(tmp), binary, args.before, set(args.targets))
         harness.measure(binary, targets, args.ops, args.clients, args.rounds, args.seconds, cells, LIST_POPULATE)
         for clients in args.clients:
-            print(section := report(cells, [t for t in targets], clients))
+            print(section := report(cells, targets, clients, args.ops))
             text.write(section + "\n")
+        print(section := ctr_runs(ctrd, Path(tmp), args.ctr_runs))
+        text.write(section + "\n")
     if not args.no_demux:
         from bench import demux_bench
 
