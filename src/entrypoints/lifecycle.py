@@ -26,7 +26,9 @@ EXIT_OK, EXIT_UNUSABLE, EXIT_CONFIG = 0, 1, 2
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """asyncio.run on uvloop, which grpc.aio supports: the same daemon, less of its CPU time per call
-    spent in the loop (measured with bench/hot_path_bench.py)."""
+    spent in the loop (measured with bench/hot_path_bench.py). cvmfs-snapshotter only: under uvloop
+    the demux's gRPC clients opened more than one connection per VM (test_demux_faults'
+    test_concurrent_first_calls_resolve_and_dial_once), so the demux and the resolver keep asyncio's loop."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
 

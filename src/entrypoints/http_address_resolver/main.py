@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from dependency_injector.wiring import Provide, inject
 from snapmux.adapters.http.server import HttpServer
 from snapmux.entrypoints.http_address_resolver.container import Container
 from snapmux.entrypoints.http_address_resolver.settings import load_settings
-from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on, run_event_loop
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
 
 PROG = "http-address-resolver"
 log = logging.getLogger(PROG)
@@ -46,7 +47,7 @@ def _start(args: argparse.Namespace) -> None:
     container = Container()
     container.config.from_dict(settings.model_dump())
     container.wire(modules=[__name__])
-    run_event_loop(run(container))
+    asyncio.run(run(container))
 
 
 def main(argv: list[str] | None = None) -> int:
