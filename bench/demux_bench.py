@@ -1,21 +1,24 @@
 """demux-snapshotter latency and memory: through the demux vs straight to the in-VM snapshotter.
 
-    python bench/demux_bench.py [--iterations 30] [--namespaces 200]
+    python bench/demux_bench.py [--seconds 1.5] [--rounds 3] [--before REV] [--namespaces 200]
 
 Part 1, one VM: a cvmfs-snapshotter process behind a Firecracker vsock stand-in
-process; the real http-address-resolver; a demux-snapshotter process. Clients run
-prepare/stat/mounts/list/remove cycles, 1 and 64 at a time, along three paths:
-  plain : gRPC straight to the snapshotter's unix socket (no vsock at all)
-  direct: gRPC through our VsockForwarder + the stand-in (what the demux itself does)
-  relay : gRPC to `bench/grpc_relay.py`, a do-nothing pass-through over the same forwarder path
-  demux : gRPC to the demux, which routes by key prefix through its forwarder + the stand-in
-Reported: median and p99 per operation, demux/direct median ratio (target <= 1.25),
-demux/relay (the demux's own work above the floor of any Python gRPC proxy), and
-direct/plain (the cost of the vsock path: forwarder + the Python stand-in).
+process; the real http-address-resolver; a demux-snapshotter process. The Go load
+client (bench/go/loadclient, containerd's proxy client, namespace as metadata) runs
+stat, mounts, prepare (+commit+remove) and list, 1 and 64 clients, along these paths:
+  plain : straight to the snapshotter's unix socket (no vsock at all)
+  direct: through a VsockForwarder (its own process) + the stand-in: the demux's own path to the VM
+  relay : `bench/grpc_relay.py`, a do-nothing raw-bytes pass-through over the same forwarder path
+          (on asyncio's loop, as the demux runs)
+  demux : the demux, which routes by namespace through its forwarder + the stand-in
+  before: (with --before REV) the demux of git revision REV, beside it in the same run
+Reported: p50/p99 per path; demux/relay (target <= 1.1); the per-call overhead
+(demux - direct) / (relay - direct), what the demux adds above a hop that does nothing.
 
 Part 2, N namespaces: one process serving N vsock stand-ins in front of in-memory
 snapshotters behind real gRPC; the demux connects to all N; reported: its RSS
-(target < 100 MB) and stat latency across namespaces at 64 concurrent clients.
+(target < 100 MB) and stat latency across namespaces at 64 concurrent clients. (A Python
+client, on purpose: it measures memory and fan-out, not per-call cost.)
 """
 
 from __future__ import annotations
@@ -38,18 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc  # noqa: E402
 
+from bench.harness import STEPS, Cells, Target, build, checkout, measure, python_main, ratio, table  # noqa: E402
 from snapmux.adapters.grpc.client import GrpcSnapshotService  # noqa: E402
 from snapmux.adapters.grpc.server import start_unix_snapshots_server  # noqa: E402
-from snapmux.adapters.vsock.connector import VsockSnapshotterConnector  # noqa: E402
-from snapmux.domain.errors import NotFoundError  # noqa: E402
-from snapmux.domain.model import SnapshotterAddress  # noqa: E402
+from snapmux.adapters.vsock.dialer import VsockDialer  # noqa: E402
+from snapmux.adapters.vsock.forwarder import VsockForwarder  # noqa: E402
 from tests.fakes.snapshots import InMemorySnapshotService  # noqa: E402
 from tests.support.demux_stack import demux_config  # noqa: E402
 from tests.support.firecracker_vsock import FirecrackerVsockStandIn  # noqa: E402
 from tests.support.resolver import running_resolver  # noqa: E402
 
 PORT = 10000
-OPS = ("prepare", "stat", "mounts", "list", "remove")
+NAMESPACE = "bench"
+GO_OPS = ("stat", "mounts", "prepare", "list")
+CLIENTS = (1, 64)
 
 
 def wait_for_socket(path: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -69,12 +74,17 @@ def wait_for_socket(path: str, process: subprocess.Popen, timeout: float = 60.0)
             probe.close()
 
 
-def spawn(stack: ExitStack, argv: list[str], ready: str, log: Path) -> subprocess.Popen:
+def spawn(stack: ExitStack, argv: list[str], ready: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": str(REPO)})
+        process = subprocess.Popen(argv, stdout=out, stderr=out, env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
     stack.callback(_stop, process)
     wait_for_socket(ready, process)
     return process
+
+
+def _pythonpath() -> str:
+    """The repository (for tests.support) before whatever the caller set (a frozen `snapmux`, say)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -96,94 +106,79 @@ def rss_mb(pid: int) -> float:
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def cycle(client, key: str, timings: dict[str, list[float]]) -> None:
-    """One snapshot's life, each call timed."""
-    calls = (
-        ("prepare", lambda: client.prepare(key)),
-        ("stat", lambda: client.stat(key)),
-        ("mounts", lambda: client.mounts(key)),
-        ("list", lambda: _drain(client.walk([f"name=={key}"]))),
-        ("remove", lambda: client.remove(key)),
-    )
-    for name, call in calls:
-        start = time.perf_counter()
-        await call()
-        timings[name].append(time.perf_counter() - start)
-
-
-async def _drain(infos) -> None:
-    async for _ in infos:
-        pass
-
-
-async def run_clients(client, prefix: str, concurrency: int, iterations: int) -> dict[str, list[float]]:
-    timings: dict[str, list[float]] = {op: [] for op in OPS}
-
-    async def worker(w: int) -> None:
-        for i in range(iterations):
-            await cycle(client, f"{prefix}/{w}/k{i}", timings)
-
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return timings
-
-
 def summary(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
-async def part_one(work: Path, iterations: int) -> None:
-    with ExitStack() as stack:
-        vm_sock, vsock = str(work / "vm.sock"), str(work / "v.sock")
-        spawn(stack, ["cvmfs-snapshotter", "--root", str(work / "vm-root"), "--address", vm_sock,
-                      "--log-level", "warning"], vm_sock, work / "vm.log")
-        spawn(stack, [sys.executable, "-m", "tests.support.firecracker_vsock", "--uds", vsock,
-                      "--port", f"{PORT}={vm_sock}"], vsock, work / "standin.log")
-        address = {"network": "unix", "address": vsock, "snapshotter_port": str(PORT)}
-        resolver = stack.enter_context(running_resolver(work / "resolver", static={"bench": address}))
-        demux_sock = str(work / "demux.sock")
-        demux = spawn(stack, ["demux-snapshotter", "--config", str(demux_config(work, demux_sock, resolver.url)),
-                              "--log-level", "warning"], demux_sock, work / "demux.log")
-        relay_sock = str(work / "relay.sock")
-        spawn(stack, [sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", relay_sock,
-                      "--vsock", vsock, "--port", str(PORT)], relay_sock, work / "relay.log")
-
-        connector = VsockSnapshotterConnector(timeout=10, retry_interval=0.05)
-        direct = await connector.connect("bench", SnapshotterAddress("unix", vsock, PORT))
-        plain_channel = grpc.aio.insecure_channel(f"unix://{vm_sock}")
-        demux_channel = grpc.aio.insecure_channel(f"unix://{demux_sock}")
-        relay_channel = grpc.aio.insecure_channel(f"unix://{relay_sock}")
-        paths = {"plain": GrpcSnapshotService(plain_channel), "direct": direct,
-                 "relay": GrpcSnapshotService(relay_channel), "demux": GrpcSnapshotService(demux_channel)}
-        try:
-            for name, client in paths.items():  # warm up every path (connections, caches)
-                await run_clients(client, f"bench/warm-{name}", 4, 3)
-            for concurrency in (1, 64):
-                rounds = max(3, iterations // (8 if concurrency > 1 else 1))
-                results = {name: await run_clients(client, f"bench/{name}-{concurrency}", concurrency, rounds)
-                           for name, client in paths.items()}
-                report(concurrency, results)
-            print(f"demux RSS with 1 VM: {rss_mb(demux.pid):.1f} MB")
-        finally:
-            await plain_channel.close()
-            await demux_channel.close()
-            await relay_channel.close()
-            await direct.close()
-            await connector.close()
+async def forward(path: str, vsock: str, port: int) -> None:
+    """Child process of part 1: one VsockForwarder, the "direct" path, off the demux's loop."""
+    forwarder = await VsockForwarder(VsockDialer(vsock, port), path).start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await forwarder.close()
 
 
-def report(concurrency: int, results: dict[str, dict[str, list[float]]]) -> None:
-    print(f"\n{concurrency} concurrent client(s): median / p99 in ms")
-    print(f"{'op':8} " + " ".join(f"{name:>15}" for name in results)
-          + f" {'demux/direct':>13} {'demux/relay':>12} {'direct/plain':>13}")
-    for op in [*OPS, "all ops"]:
-        samples = {name: [s for o in OPS for s in timings[o]] if op == "all ops" else timings[op]
-                   for name, timings in results.items()}
-        stats = {name: summary(values) for name, values in samples.items()}
-        median = {name: m for name, (m, _) in stats.items()}
-        print(f"{op:8} " + " ".join(f"{m:7.2f}/{p:7.2f}" for m, p in stats.values())
-              + f" {median['demux'] / median['direct']:13.2f} {median['demux'] / median['relay']:12.2f}"
-              + f" {median['direct'] / median['plain']:13.2f}")
+def start_paths(stack: ExitStack, work: Path, before: str | None) -> list[Target]:
+    vm_sock, vsock = str(work / "vm.sock"), str(work / "v.sock")
+    vm = spawn(stack, ["cvmfs-snapshotter", "--root", str(work / "vm-root"), "--address", vm_sock,
+                       "--log-level", "warning"], vm_sock, work / "vm.log")
+    spawn(stack, [sys.executable, "-m", "tests.support.firecracker_vsock", "--uds", vsock,
+                  "--port", f"{PORT}={vm_sock}"], vsock, work / "standin.log")
+    address = {"network": "unix", "address": vsock, "snapshotter_port": str(PORT)}
+    resolver = stack.enter_context(running_resolver(work / "resolver", static={NAMESPACE: address}))
+    paths = {name: str(work / f"{name}.sock") for name in ("direct", "relay", "demux", "before")}
+    direct = spawn(stack, [sys.executable, __file__, "--forward", paths["direct"], vsock], paths["direct"],
+                   work / "fwd.log")
+    relay = spawn(stack, [sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", paths["relay"],
+                          "--vsock", vsock, "--port", str(PORT)], paths["relay"], work / "relay.log")
+    demux_argv = ["--config", str(demux_config(work, paths["demux"], resolver.url)), "--log-level", "warning"]
+    demux = spawn(stack, ["demux-snapshotter", *demux_argv], paths["demux"], work / "demux.log")
+    # CPU time per call: each hop's own process (the VM's snapshotter for plain)
+    targets = [Target("plain", vm_sock, pids=(vm.pid,)), Target("direct", paths["direct"], pids=(direct.pid,)),
+               Target("relay", paths["relay"], pids=(relay.pid,)), Target("demux", paths["demux"], pids=(demux.pid,))]
+    if before:
+        old = stack.enter_context(checkout(before))
+        (work / "before").mkdir()
+        config = demux_config(work / "before", paths["before"], resolver.url)
+        old_demux = spawn(stack, [*python_main("snapmux.entrypoints.demux_snapshotter.main"), "--config", str(config),
+                                  "--log-level", "warning"], paths["before"], work / "before.log", {"PYTHONPATH": str(old)})
+        targets.append(Target("before", paths["before"], pids=(old_demux.pid,)))
+    return targets
+
+
+def run_go(binary: Path, seconds: float, rounds: int, before: str | None = None) -> None:
+    """Part 1 with the Go client (hot_path_bench.py calls this too)."""
+    work = Path(tempfile.mkdtemp(prefix="demux-bench-"))
+    try:
+        with ExitStack() as stack:
+            targets = start_paths(stack, work, before)
+            cells = measure(binary, targets, GO_OPS, CLIENTS, rounds, seconds, Cells())
+            for clients in CLIENTS:
+                print(go_report(cells, [t.name for t in targets], clients))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def go_report(cells: Cells, names: list[str], clients: int) -> str:
+    rows, cpu_rows = [], []
+    for op in GO_OPS:
+        for step in STEPS[op]:
+            p50 = {n: cells.figure(n, op, clients, step, "p50_ms") for n in names}
+            p99 = {n: cells.figure(n, op, clients, step, "p99_ms") for n in names}
+            overhead = ratio(p50["demux"] - p50["direct"], p50["relay"] - p50["direct"])
+            rows.append([step, *(f"{p50[n]:.3f} / {p99[n]:.2f}" for n in names), ratio(p50["demux"], p50["relay"]),
+                         overhead, ratio(p50["demux"], p50["direct"]),
+                         *([ratio(p50["demux"], p50["before"])] if "before" in names else [])])
+        cpu = {n: cells.figure(n, op, clients, STEPS[op][0], "cpu_us") for n in names}
+        cpu_rows.append([op, *(f"{cpu[n]:.0f}" for n in names), ratio(cpu["demux"], cpu["relay"]),
+                         *([ratio(cpu["demux"], cpu["before"])] if "before" in names else [])])
+    extra = ["demux/before"] if "before" in names else []
+    return (f"\ndemux, {clients} client(s): p50 / p99 latency in ms (Go client)\n\n"
+            + table(["op", *names, "demux/relay", "overhead demux/relay", "demux/direct", *extra], rows)
+            + f"\n\ndemux, {clients} client(s): CPU time per call of each hop's own process, us\n\n"
+            + table(["op", *names, "demux/relay", *extra], cpu_rows))
 
 
 async def serve_vms(folder: Path, count: int) -> None:
@@ -206,7 +201,7 @@ async def part_two(work: Path, count: int) -> None:
     vms.mkdir()
     with ExitStack() as stack:
         helper = subprocess.Popen([sys.executable, __file__, "--serve-vms", str(vms), "--namespaces", str(count)],
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                                  env={**os.environ, "PYTHONPATH": _pythonpath()})
         stack.callback(_stop, helper)
         while not (vms / "ready").exists():
             if helper.poll() is not None:
@@ -243,9 +238,13 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.serve_vms:
         await serve_vms(Path(args.serve_vms), args.namespaces)
         return
+    if args.forward:
+        await forward(args.forward[0], args.forward[1], PORT)
+        return
+    if not args.no_part_one:
+        run_go(build(), args.seconds, args.rounds, args.before)
     work = Path(tempfile.mkdtemp(prefix="demux-bench-"))
     try:
-        await part_one(work, args.iterations)
         await part_two(work, args.namespaces)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -253,7 +252,11 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=30, help="snapshot cycles per client (1 client)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured seconds per cell and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", help="git revision whose demux runs beside this checkout's")
+    parser.add_argument("--no-part-one", action="store_true", help="only the N-namespaces memory part")
+    parser.add_argument("--forward", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--namespaces", type=int, default=200)
     parser.add_argument("--serve-vms", help=argparse.SUPPRESS)
     asyncio.run(main_async(parser.parse_args()))

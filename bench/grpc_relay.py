@@ -89,7 +89,12 @@ def main() -> None:
     parser.add_argument("--listen", required=True)
     parser.add_argument("--vsock", required=True)
     parser.add_argument("--port", type=int, default=10000)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop, as the daemons do")
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
     asyncio.run(serve(args.listen, args.vsock, args.port))
 
 

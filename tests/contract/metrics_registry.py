@@ -31,6 +31,19 @@ class MetricsRegistryContract:
         assert sample("snapmux_request_errors_total", {**CALL, "code": "NOT_FOUND"}) == 2
         assert sample("snapmux_request_duration_seconds_sum", CALL) == pytest.approx(0.2)
 
+    def test_interleaved_calls_keep_each_method_and_code_apart(self, metrics, sample):
+        for code in (m.OK, "NOT_FOUND", m.OK, "NOT_FOUND", m.OK):
+            metrics.observe_call("snapshots", "Prepare", code, 0.5)
+            metrics.observe_call("snapshots", "Stat", m.OK, 0.25)
+        assert sample("snapmux_requests_total", {**CALL, "code": "OK"}) == 3
+        assert sample("snapmux_requests_total", {**CALL, "code": "NOT_FOUND"}) == 2
+        assert sample("snapmux_request_errors_total", {**CALL, "code": "NOT_FOUND"}) == 2
+        assert not sample("snapmux_request_errors_total", {**CALL, "code": "OK"})
+        assert sample("snapmux_request_duration_seconds_count", CALL) == 5
+        stat = {**CALL, "method": "Stat"}
+        assert sample("snapmux_requests_total", {**stat, "code": "OK"}) == 5
+        assert sample("snapmux_request_duration_seconds_sum", stat) == pytest.approx(1.25)
+
     def test_counters_add_up_per_label_set(self, metrics, sample):
         metrics.count(m.VSOCK_DIALS, {"purpose": "metrics"})
         metrics.count(m.VSOCK_DIALS, {"purpose": "metrics"}, 2)

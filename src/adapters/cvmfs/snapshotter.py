@@ -205,8 +205,10 @@ class CvmfsSnapshotter:
     async def _lowers_deduplicated(self, mounts: list[Mount]) -> list[Mount]:
         """The same layer twice in one chain (repeated empty layers) is one directory twice,
         which overlayfs refuses (ELOOP). Keeping only its topmost occurrence shows the same tree:
-        the upper copy already covers every file and whiteout of the lower one."""
-        return [await asyncio.to_thread(_dedupe_overlay, mount) for mount in mounts]
+        the upper copy already covers every file and whiteout of the lower one. Only two or more
+        lowers can repeat one, and resolving them blocks (realpath), so only they leave the loop:
+        a chain of one layer costs no thread hop."""
+        return [await asyncio.to_thread(_dedupe_overlay, m) if _several_lowers(m) else _dedupe_overlay(m) for m in mounts]
 
     async def restore(self) -> RestoreReport:
         """At startup: look at every remote snapshot, one by one. A vanished layer only makes its
@@ -281,8 +283,13 @@ def adopted_name(key: str, target: str) -> str:
     return f"{namespace}/{sid}/{target}"
 
 
+def _several_lowers(mount: Mount) -> bool:
+    return mount.type == "overlay" and any(o.startswith("lowerdir=") and ":" in o for o in mount.options)
+
+
 def _dedupe_overlay(mount: Mount) -> Mount:
-    """Blocking (realpath). A read-only overlay left with one lower becomes a read-only bind."""
+    """Blocking (realpath) when `_several_lowers`. A read-only overlay left with one lower becomes a
+    read-only bind."""
     if mount.type != "overlay":
         return mount
     options = list(mount.options)
@@ -291,8 +298,9 @@ def _dedupe_overlay(mount: Mount) -> Mount:
         return mount
     seen: set[str] = set()
     lowers = []
-    for lower in options[index][len("lowerdir=") :].split(":"):
-        real = os.path.realpath(lower)
+    listed = options[index][len("lowerdir=") :].split(":")
+    for lower in listed:
+        real = os.path.realpath(lower) if len(listed) > 1 else lower
         if real not in seen:
             seen.add(real)
             lowers.append(lower)

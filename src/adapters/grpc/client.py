@@ -51,7 +51,8 @@ class GrpcSnapshotService:
 
     @_mapped
     async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
-        request = pb.UpdateSnapshotRequest(snapshotter=self._snapshotter, info=convert.info_to_pb(info))
+        request = pb.UpdateSnapshotRequest(snapshotter=self._snapshotter)
+        convert.fill_info(request.info, info)
         if fieldpaths:
             request.update_mask.CopyFrom(FieldMask(paths=list(fieldpaths)))
         reply = await self._stub.Update(request, **self._options())

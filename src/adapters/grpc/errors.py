@@ -10,7 +10,6 @@ valid protobuf INVALID_ARGUMENT, with one log line at most every few seconds.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -131,16 +130,15 @@ def _namespace_from(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _caller(context: grpc.aio.ServicerContext) -> Iterator[None]:
-    """The caller's namespace and deadline, for the port and for the calls it makes onward."""
-    namespace = current_namespace.set(_namespace_from(context))
-    deadline = current_deadline.set(deadline_in(context.time_remaining()))
-    try:
-        yield
-    finally:
-        current_deadline.reset(deadline)
-        current_namespace.reset(namespace)
+def _enter_caller(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
+    """The caller's namespace and deadline, for the port and for the calls it makes onward.
+    (Plain set/reset around each call rather than a context manager: this runs on every call.)"""
+    return current_namespace.set(_namespace_from(context)), current_deadline.set(deadline_in(context.time_remaining()))
+
+
+def _leave_caller(tokens: tuple[Any, Any]) -> None:
+    current_deadline.reset(tokens[1])
+    current_namespace.reset(tokens[0])
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
@@ -154,13 +152,15 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callabl
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, _Malformed):
             await _refuse_malformed(context, method, request)
-        with _caller(context):
-            try:
-                return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001 - mapped, not swallowed
-                await _abort(context, error)
+        tokens = _enter_caller(context)
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - mapped, not swallowed
+            await _abort(context, error)
+        finally:
+            _leave_caller(tokens)
 
     return handler
 
@@ -169,14 +169,16 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Ca
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if isinstance(request, _Malformed):
             await _refuse_malformed(context, method, request)
-        with _caller(context):
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:  # noqa: BLE001
-                await _abort(context, error)
+        tokens = _enter_caller(context)
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            await _abort(context, error)
+        finally:
+            _leave_caller(tokens)
 
     return handler
 
@@ -186,20 +188,35 @@ SNAPSHOTS_METHODS = f"/{SNAPSHOTS_SERVICE}/"
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps domain errors to status codes (bounded messages; malformed requests are INVALID_ARGUMENT)
-    and exposes the caller's namespace and deadline to the port."""
+    and exposes the caller's namespace and deadline to the port.
+
+    grpc.aio runs the interceptor on every call; the wrapped handler is built once per method
+    handler and kept, so a call costs a dict lookup here instead of a new handler object."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(SNAPSHOTS_METHODS):
-            return handler  # e.g. grpc.health.v1: its own codes, no namespace
         method = handler_call_details.method
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method), deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method), deserializer, handler.response_serializer
-            )
-        return handler
+        if handler is None or not method.startswith(SNAPSHOTS_METHODS):
+            return handler  # e.g. grpc.health.v1: its own codes, no namespace
+        known = self._wrapped.get(method)  # only served methods get here: one entry each
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrapped(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    deserializer = _tolerant(handler.request_deserializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, method), deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, method), deserializer, handler.response_serializer
+        )
+    return handler

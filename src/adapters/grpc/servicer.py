@@ -1,6 +1,7 @@
 """containerd's snapshots gRPC service over any SnapshotService: request -> port -> convert.
 
 Errors are not handled here; `DomainErrorInterceptor` maps them once for all methods.
+Replies are filled in place (`convert.fill_*`), so each message is built once.
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ class SnapshotsServicer(pb_grpc.SnapshotsServicer):
         self._snapshots = snapshots
 
     async def Prepare(self, request: pb.PrepareSnapshotRequest, context: grpc.aio.ServicerContext):
-        mounts = await self._snapshots.prepare(request.key, request.parent, dict(request.labels))
-        return pb.PrepareSnapshotResponse(mounts=convert.mounts_to_pb(mounts))
+        reply = pb.PrepareSnapshotResponse()
+        convert.fill_mounts(reply.mounts, await self._snapshots.prepare(request.key, request.parent, dict(request.labels)))
+        return reply
 
     async def View(self, request: pb.ViewSnapshotRequest, context: grpc.aio.ServicerContext):
-        mounts = await self._snapshots.view(request.key, request.parent, dict(request.labels))
-        return pb.ViewSnapshotResponse(mounts=convert.mounts_to_pb(mounts))
+        reply = pb.ViewSnapshotResponse()
+        convert.fill_mounts(reply.mounts, await self._snapshots.view(request.key, request.parent, dict(request.labels)))
+        return reply
 
     async def Mounts(self, request: pb.MountsRequest, context: grpc.aio.ServicerContext):
-        mounts = await self._snapshots.mounts(request.key)
-        return pb.MountsResponse(mounts=convert.mounts_to_pb(mounts))
+        reply = pb.MountsResponse()
+        convert.fill_mounts(reply.mounts, await self._snapshots.mounts(request.key))
+        return reply
 
     async def Commit(self, request: pb.CommitSnapshotRequest, context: grpc.aio.ServicerContext):
         await self._snapshots.commit(request.name, request.key, dict(request.labels))
@@ -49,13 +53,15 @@ class SnapshotsServicer(pb_grpc.SnapshotsServicer):
         return Empty()
 
     async def Stat(self, request: pb.StatSnapshotRequest, context: grpc.aio.ServicerContext):
-        info = await self._snapshots.stat(request.key)
-        return pb.StatSnapshotResponse(info=convert.info_to_pb(info))
+        reply = pb.StatSnapshotResponse()
+        convert.fill_info(reply.info, await self._snapshots.stat(request.key))
+        return reply
 
     async def Update(self, request: pb.UpdateSnapshotRequest, context: grpc.aio.ServicerContext):
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
-        info = await self._snapshots.update(convert.info_from_pb(request.info), paths)
-        return pb.UpdateSnapshotResponse(info=convert.info_to_pb(info))
+        reply = pb.UpdateSnapshotResponse()
+        convert.fill_info(reply.info, await self._snapshots.update(convert.info_from_pb(request.info), paths))
+        return reply
 
     async def List(
         self, request: pb.ListSnapshotsRequest, context: grpc.aio.ServicerContext

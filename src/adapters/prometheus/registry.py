@@ -3,13 +3,16 @@
 Never the global registry: each daemon (and each test) owns its registry, so
 two snapshotters in one process, or one test after another, never share series.
 Metrics are created on first use from their domain spec; declaring specs up
-front makes label-less ones visible at 0 before anything happens.
+front makes label-less ones visible at 0 before anything happens. Every call a
+daemon serves passes through `observe_call`, so its children (requests, errors,
+latency) are resolved once per (service, method, code) and kept: prometheus-client's
+`labels()` takes a lock and builds a key on every use.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -21,6 +24,7 @@ class PrometheusMetricsRegistry:
         self.registry = registry
         self._metrics: dict[str, tuple[object, Counter | Gauge]] = {}
         self._lock = threading.Lock()
+        self._calls: dict[tuple[str, str, str], Callable[[float], None]] = {}
         self._duration = Histogram(
             m.REQUEST_DURATION_NAME,
             m.REQUEST_DURATION_HELP,
@@ -51,11 +55,25 @@ class PrometheusMetricsRegistry:
         return metric.labels(**labels) if spec.labels else metric
 
     def observe_call(self, service: str, method: str, code: str, seconds: float) -> None:
+        observe = self._calls.get((service, method, code))
+        if observe is None:
+            observe = self._calls[(service, method, code)] = self._call_observer(service, method, code)
+        observe(seconds)
+
+    def _call_observer(self, service: str, method: str, code: str) -> Callable[[float], None]:
+        """The three children one kind of call updates, bound once."""
         labels = {"service": service, "method": method, "code": code}
-        self.count(m.REQUESTS, labels)
-        if code != m.OK:
-            self.count(m.REQUEST_ERRORS, labels)
-        self._duration.labels(service=service, method=method).observe(seconds)
+        requests = self._child(m.REQUESTS, labels)
+        errors = self._child(m.REQUEST_ERRORS, labels) if code != m.OK else None
+        duration = self._duration.labels(service=service, method=method)
+
+        def observe(seconds: float) -> None:
+            requests.inc()
+            if errors is not None:
+                errors.inc()
+            duration.observe(seconds)
+
+        return observe
 
     def count(self, counter: m.CounterSpec, labels: Mapping[str, str] | None = None, amount: float = 1.0) -> None:
         if not isinstance(counter, m.CounterSpec):

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import sys
@@ -17,7 +16,7 @@ from dependency_injector.wiring import Provide, inject
 
 from snapmux.entrypoints.cvmfs_snapshotter.container import Container, Listening
 from snapmux.entrypoints.cvmfs_snapshotter.settings import load_settings, vsock_port
-from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on, run_event_loop
 
 PROG = "cvmfs-snapshotter"
 log = logging.getLogger(PROG)
@@ -75,7 +74,7 @@ def _start(args: argparse.Namespace) -> None:
     settings = load_settings(args.config, root=args.root, address=args.address, log_level=args.log_level)
     vsock_port(settings.listen_address())  # a bad vsock:// address is a config error, before any logging
     configure_logging(settings.log_level)
-    asyncio.run(run(Container(settings=settings)))
+    run_event_loop(run(Container(settings=settings)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
