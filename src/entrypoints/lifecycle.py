@@ -92,7 +92,7 @@ def exit_on(prog: str, start: Callable[[], object]) -> int:
     except StartError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
-    except OSError as error:  # one we did not word ourselves: the path and what the system said
-        print(f"{prog}: cannot start: {reason(error)}", file=sys.stderr)
+    except OSError as error:  # ours has no errno and says it all; the system's gets what it was about
+        print(f"{prog}: {reason(error) if error.errno is None else f'cannot start: {reason(error)}'}", file=sys.stderr)
         return EXIT_UNUSABLE
     return EXIT_OK

@@ -26,7 +26,8 @@ __all__ = ["ConfigError", "LayeredSettings", "LogFormat", "LogLevel", "load_laye
 _SHOW_INPUT = ("literal_error", "bool_parsing", "int_parsing", "string_type", "bool_type", "int_type", "float_type")
 """Errors whose pydantic message does not repeat the offending value, so we append it."""
 
-_WRONG_TYPE = {"bool_type", "int_type", "float_type", "string_type"}
+_WRONG_TYPE = {"bool_type": "must be true or false", "int_type": "must be an integer",
+               "float_type": "must be a number", "string_type": "must be a string"}
 """What strict validation of the file alone adds to the lax one: a value of the wrong TOML type."""
 
 LogLevel = Annotated[str, BeforeValidator(log_level)]
@@ -137,7 +138,7 @@ def _one(first: Any, dashed: bool) -> str:
     key = ".".join(parts)
     if first["type"] == "extra_forbidden":
         return f"config error: {key}: unknown key"
-    message = first["msg"].removeprefix("Value error, ")
+    message = _WRONG_TYPE.get(first["type"]) or first["msg"].removeprefix("Value error, ")
     if "input" in first and first["type"] in _SHOW_INPUT:
         message += f" (got {first['input']!r})"
     return f"config error: {key}: {message}" if key else f"config error: {message}"

@@ -25,7 +25,10 @@ clean shutdown (exit 0)."""
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = daemon_parser(PROG, DESCRIPTION, EPILOG)
-    parser.set_defaults(config=None)
+    parser.add_argument(
+        "--address", metavar="SOCKET", help="unix socket to listen on ([snapshotter.listener] address; default "
+        "/var/lib/demux-snapshotter/snapshotter.sock)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     from snapmux.entrypoints.demux_snapshotter import service  # the heavy part, once the flags are read
 

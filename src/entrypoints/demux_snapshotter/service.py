@@ -56,7 +56,7 @@ def raise_open_file_limit() -> None:
 
 
 def _start(args: argparse.Namespace) -> None:
-    settings = load_settings(args.config, args.log_level, args.log_format)
+    settings = load_settings(args.config, args.log_level, args.log_format, address=args.address)
     configure_logging(settings.debug.log_level, settings.debug.log_format)  # httpx's line per resolve only at trace
     raise_open_file_limit()
     asyncio.run(run(Container(settings=settings)))

@@ -216,10 +216,15 @@ class DemuxSettings(LayeredSettings):
 
 
 def load_settings(
-    config_file: str | None = None, log_level: str | None = None, log_format: str | None = None
+    config_file: str | None = None, log_level: str | None = None, log_format: str | None = None,
+    address: str | None = None,
 ) -> DemuxSettings:
     """`config_file` None means the default path, which may be absent; an explicit one must exist.
-    The flags override only their own keys: the rest of `[debug]` still comes from env or file."""
-    flags = {"logLevel": log_level, "logFormat": log_format}
-    overrides = {"debug": {key: value for key, value in flags.items() if value}} if log_level or log_format else {}
+    The flags override only their own keys: the rest of each table still comes from env or file."""
+    overrides: dict[str, Any] = {}
+    debug = {key: value for key, value in {"logLevel": log_level, "logFormat": log_format}.items() if value}
+    if debug:
+        overrides["debug"] = debug
+    if address:
+        overrides["snapshotter"] = {"listener": {"address": address}}
     return load_layered(DemuxSettings, config_file, overrides, default_file=DEFAULT_CONFIG)
