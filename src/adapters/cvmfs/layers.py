@@ -114,21 +114,32 @@ class CvmfsLayerStore:
         return await asyncio.to_thread(self.check_now, hex_digest)
 
     async def servable(self, hex_digest: str) -> Servable | None:
-        """What to adopt when this layer can be served remotely, else None (fall back).
+        """What to adopt when this layer can be served remotely, else None (fall back), and why,
+        in the debug log: the first question when a layer was unexpectedly downloaded.
 
         An unscanned foreign layer queues its scan here (deduplicated), so a later Prepare serves it."""
+        served, why = await self._decide(hex_digest)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("layer %s %s: %s", hex_digest, "served in place" if served else "unpacked locally", why,
+                      extra={"layer": hex_digest, "in_place": served is not None, "reason": why})
+        return served
+
+    async def _decide(self, hex_digest: str) -> tuple[Servable | None, str]:
         if not self.usable:
-            return None
+            return None, f"unavailable (the layout under {self.base} cannot be overlay lowerdirs)"
         found = await self.check(hex_digest)
         if not found.exists:
-            return None
-        if found.published or self.foreign == "serve":
-            return Servable(found.path)
+            return None, f"missing from {self.base}"
+        if found.published:
+            return Servable(found.path), "available (published)"
+        if self.foreign == "serve":
+            return Servable(found.path), "foreign, served unscanned (foreign-layers = serve)"
         if found.shadows is not None:
-            return Servable(found.path, "" if found.shadows.clean else found.shadows.path)
+            return Servable(found.path, "" if found.shadows.clean else found.shadows.path), "foreign, scanned"
         if self.foreign == "scan" and self.scanner is not None:
             self.scanner.queue(hex_digest, found.path)
-        return None
+            return None, "foreign and not yet scanned (scan queued)"
+        return None, "foreign (foreign-layers = download)"
 
     async def reachable(self, path: str) -> bool:
         """Whether an adopted layer directory is still there (CVMFS may drop it, NFS may hang up)."""
