@@ -35,7 +35,7 @@ def _fields(method: str, request: Any, context: grpc.aio.ServicerContext) -> dic
     key = getattr(request, "key", "") or (getattr(info, "name", "") if info is not None else "")
     fields = {"method": method, "namespace": namespace, "key": key}
     if method == "Commit":
-        fields["name"] = request.name
+        fields["commit_name"] = request.name  # "name" is LogRecord's own attribute
     return fields
 
 
