@@ -52,7 +52,7 @@ def daemon_parser(prog: str, description: str, epilog: str | None = None) -> arg
         help="trace, debug, info, warn (warning), error, fatal or panic, in any case",
     )
     parser.add_argument(
-        "--log-format", choices=LOG_FORMATS,
+        "--log-format", metavar="text|json",  # checked by the settings: a bad one is a config error like any
         help="text: logrus's time=... level=... msg=... key=value lines (default); json: one object per line",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -93,6 +93,8 @@ def test_version_answers_with_the_package_version(daemon):
         ("http-address-resolver", 'address = "0.0.0.0:10001"\n', {}, [],
          "config error: address: '0.0.0.0:10001' is not loopback; set allow_non_loopback = true to expose it"),
         ("http-address-resolver", "[broken\n", {}, [], None),
+        ("http-address-resolver", "", {}, ["--log-format", "xml"], "config error: log_format: unknown log format 'xml' (text or json)"),
+        ("demux-snapshotter", "", {}, ["--log-format", "xml"], "config error: debug.logFormat: unknown log format 'xml' (text or json)"),
     ],
 )
 def test_each_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, daemon, file, env, flags, line):
