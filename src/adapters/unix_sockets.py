@@ -75,7 +75,7 @@ def check_replaceable(path: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         if probe.connect_ex(path) in (errno.ECONNREFUSED, errno.ENOENT):
             return  # stale: nobody listens
-    raise OSError(errno.EADDRINUSE, "another process is listening on", path)
+    raise OSError(errno.EADDRINUSE, "another process is listening there", path)
 
 
 def bind_unix(path: str, access: SocketAccess, bind: Callable[[str], T]) -> T:

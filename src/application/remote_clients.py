@@ -93,9 +93,24 @@ class RemoteSnapshotterCache:
                 raise UnavailableError("demux-snapshotter is shutting down") from None  # close() abandoned it
             raise
 
+    async def _reach(self, namespace: str) -> tuple[SnapshotterAddress, RemoteSnapshotter]:
+        """Resolve, then dial; a failure of either is the operator's first clue, so it is logged
+        with the namespace (the caller only sees UNAVAILABLE)."""
+        try:
+            address = await self._resolver.resolve(namespace)
+        except Exception as error:
+            log.warning("resolving the snapshotter of namespace %s failed: %s", namespace, error,
+                        extra={"namespace": namespace})
+            raise
+        try:
+            return address, await self._connector.connect(namespace, address)
+        except Exception as error:
+            log.warning("dialling the snapshotter of namespace %s at %s failed: %s", namespace, _where(address), error,
+                        extra={"namespace": namespace, "address": _where(address)})
+            raise
+
     async def _open(self, namespace: str) -> CachedRemote:
-        address = await self._resolver.resolve(namespace)
-        client = await self._connector.connect(namespace, address)
+        address, client = await self._reach(namespace)
         entry = CachedRemote(namespace, address, client)
         if self._closed:
             await client.close()

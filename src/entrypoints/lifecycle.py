@@ -9,20 +9,22 @@ the daemon cannot use is one line and exit 1. The shutdown order itself stays in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
 
 import uvloop
 
 from snapmux.adapters.systemd_notify import READY, STOPPING, notify
-from snapmux.entrypoints.settings_sources import ConfigError
+from snapmux.entrypoints.cli import EXIT_CONFIG, EXIT_OK, EXIT_UNUSABLE, ConfigError, StartError
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_UNUSABLE", "StopSignals", "exit_on", "listened", "listening_on", "reason"]
 
-EXIT_OK, EXIT_UNUSABLE, EXIT_CONFIG = 0, 1, 2
+T = TypeVar("T")
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -34,9 +36,37 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def configure_logging(level: str) -> None:
-    """Levels are spelled in either case by the three configs; stderr is what supervisors keep."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+def reason(error: OSError, about: str = "") -> str:
+    """What the system said, as an operator reads it: `No such file or directory`, without
+    Python's `[Errno 2]` prefix or class name; the path too, unless it is (a folder of) `about`."""
+    text = error.strerror or (str(error.args[0]) if error.args else "")
+    if error.errno and text.startswith("error while attempting to bind"):  # asyncio's wrapping
+        text = os.strerror(error.errno)
+    if error.filename and not about.startswith(os.fsdecode(error.filename)):
+        text = f"{text}: {os.fsdecode(error.filename)}"
+    return text or "failed"
+
+
+@contextlib.contextmanager
+def listening_on(address: str) -> Iterator[None]:
+    """A socket or port the daemon cannot listen on: `cannot listen on <address>: <reason>`."""
+    try:
+        yield
+    except OSError as error:
+        said = reason(error, address).removeprefix(f"cannot listen on {address}: ")
+        raise StartError(f"cannot listen on {address}: {said}") from None
+
+
+@contextlib.asynccontextmanager
+async def listened(address: str | None, resource: AsyncIterator[T]) -> AsyncIterator[T]:
+    """An adapter's listening Resource (an async generator) whose start fails as `listening_on` says."""
+    with listening_on(address or ""):
+        value = await anext(resource)
+    try:
+        yield value
+    finally:
+        await resource.aclose()  # type: ignore[attr-defined]
 
 
 class StopSignals:
@@ -71,7 +101,10 @@ def exit_on(prog: str, start: Callable[[], object]) -> int:
     except ConfigError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except OSError as error:
+    except StartError as error:
         print(f"{prog}: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except OSError as error:  # ours has no errno and says it all; the system's gets what it was about
+        print(f"{prog}: {reason(error) if error.errno is None else f'cannot start: {reason(error)}'}", file=sys.stderr)
         return EXIT_UNUSABLE
     return EXIT_OK

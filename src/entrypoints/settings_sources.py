@@ -7,23 +7,40 @@ or value into a single line naming the key, so a misconfigured daemon never prin
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from pydantic_settings import TomlConfigSettingsSource
 
+from snapmux.entrypoints.cli import LOG_FORMATS, ConfigError, log_level
+
 S = TypeVar("S", bound="LayeredSettings")
 
-_SHOW_INPUT = ("literal_error", "bool_parsing", "int_parsing", "string_type")
+__all__ = ["ConfigError", "LayeredSettings", "LogFormat", "LogLevel", "load_layered"]
+
+_SHOW_INPUT = ("literal_error", "bool_parsing", "int_parsing", "string_type", "bool_type", "int_type", "float_type")
 """Errors whose pydantic message does not repeat the offending value, so we append it."""
 
+_WRONG_TYPE = {"bool_type": "must be true or false", "int_type": "must be an integer",
+               "float_type": "must be a number", "string_type": "must be a string"}
+"""What strict validation of the file alone adds to the lax one: a value of the wrong TOML type."""
 
-class ConfigError(Exception):
-    """A bad config file or value; main prints it on one line and exits 2."""
+LogLevel = Annotated[str, BeforeValidator(log_level)]
+"""logrus's level names in any case, in every daemon's file, environment and flag."""
+
+
+def _log_format(value: object) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {value!r} (text or json)")
+    return str(value)
+
+
+LogFormat = Annotated[str, BeforeValidator(_log_format)]
 
 
 def _underscored(data: Any) -> Any:
@@ -32,11 +49,36 @@ def _underscored(data: Any) -> Any:
     return data
 
 
-class DashedTomlSource(TomlConfigSettingsSource):
-    """TOML keys as containerd configs spell them (`absolute-mountpoint`) map to fields."""
+@functools.cache
+def _plain(settings_cls: type[BaseSettings]) -> type[BaseModel]:
+    """The settings' fields on a plain model: validating a BaseSettings would read the sources again."""
+    fields: dict[str, Any] = {name: (field.annotation, field) for name, field in settings_cls.model_fields.items()}
+    return create_model(f"{settings_cls.__name__}File", __config__=ConfigDict(extra="ignore"), **fields)
+
+
+class StrictTomlSource(TomlConfigSettingsSource):
+    """A TOML file has types, so a value of the wrong one is an error naming the key
+    (`enable = "yes"` is not true, `port = "8080"` not a port), as it is for the Go originals.
+    Environment values are strings by nature and stay lax (`=true`, `=8080`)."""
+
+    dashed: ClassVar[bool] = False
 
     def __call__(self) -> dict[str, Any]:
-        return _underscored(super().__call__())
+        data = super().__call__()
+        data = _underscored(data) if self.dashed else data
+        try:
+            _plain(self.settings_cls).model_validate(data, strict=True)
+        except ValidationError as error:
+            wrong = [problem for problem in error.errors() if problem["type"] in _WRONG_TYPE]
+            if wrong:
+                raise ConfigError(_one(wrong[0], self.dashed)) from None
+        return data
+
+
+class DashedTomlSource(StrictTomlSource):
+    """TOML keys as containerd configs spell them (`absolute-mountpoint`) map to fields."""
+
+    dashed = True
 
 
 class LayeredSettings(BaseSettings):
@@ -58,7 +100,7 @@ class LayeredSettings(BaseSettings):
         toml_file = settings_cls.model_config.get("toml_file")
         if not toml_file:
             return (init_settings, env_settings)
-        toml_source = DashedTomlSource if cls.dashed_toml_keys else TomlConfigSettingsSource
+        toml_source = DashedTomlSource if cls.dashed_toml_keys else StrictTomlSource
         return (init_settings, env_settings, toml_source(settings_cls, toml_file))
 
 
@@ -88,12 +130,15 @@ def load_layered(
 
 def one_line(error: ValidationError, dashed: bool = False) -> str:
     """The first problem only: the operator fixes one key at a time, and a log line stays a line."""
-    first = error.errors()[0]
+    return _one(error.errors()[0], dashed)
+
+
+def _one(first: Any, dashed: bool) -> str:
     parts = [str(part).replace("_", "-") if dashed else str(part) for part in first["loc"]]
     key = ".".join(parts)
     if first["type"] == "extra_forbidden":
         return f"config error: {key}: unknown key"
-    message = first["msg"].removeprefix("Value error, ")
+    message = _WRONG_TYPE.get(first["type"]) or first["msg"].removeprefix("Value error, ")
     if "input" in first and first["type"] in _SHOW_INPUT:
         message += f" (got {first['input']!r})"
     return f"config error: {key}: {message}" if key else f"config error: {message}"

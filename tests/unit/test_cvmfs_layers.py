@@ -109,3 +109,18 @@ async def test_a_base_overlayfs_cannot_take_serves_nothing(tmp_path):
     make_layer(base)
     store = CvmfsLayerStore(str(base))
     assert not store.usable and await store.servable(HEX) is None
+
+
+async def test_the_debug_log_says_why_each_layer_is_served_in_place_or_not(tmp_path, caplog):
+    caplog.set_level("DEBUG", logger="snapmux.adapters.cvmfs.layers")
+    make_layer(tmp_path)
+    other = "cd" + "1" * 62
+    make_layer(tmp_path, other, published=False)
+    store = CvmfsLayerStore(str(tmp_path), "download")
+    for digest in (HEX, other, "ef" + "2" * 62):
+        await store.servable(digest)
+    assert [(r.layer, r.in_place, r.reason) for r in caplog.records] == [
+        (HEX, True, "available (published)"),
+        (other, False, "foreign (foreign-layers = download)"),
+        ("ef" + "2" * 62, False, f"missing from {tmp_path}"),
+    ]

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from snapmux.entrypoints.cvmfs_snapshotter import main as cvmfs_main
+from snapmux.entrypoints.cvmfs_snapshotter import service as cvmfs_service
 from snapmux.entrypoints.cvmfs_snapshotter.container import Container as CvmfsContainer
 from snapmux.entrypoints.cvmfs_snapshotter.settings import load_settings as cvmfs_settings
-from snapmux.entrypoints.demux_snapshotter import main as demux_main
+from snapmux.entrypoints.demux_snapshotter import service as demux_service
 from snapmux.entrypoints.demux_snapshotter.container import Container as DemuxContainer
 from snapmux.entrypoints.demux_snapshotter.settings import DemuxSettings
-from snapmux.entrypoints.http_address_resolver import main as resolver_main
+from snapmux.entrypoints.http_address_resolver import service as resolver_service
 from snapmux.entrypoints.http_address_resolver.container import Container as ResolverContainer
 from snapmux.entrypoints.http_address_resolver.settings import load_settings as resolver_settings
 
@@ -48,14 +48,14 @@ def demux(tmp_path, probe: ListeningProbe):
     settings = DemuxSettings.model_validate({"snapshotter": {"listener": {"address": str(tmp_path / "demux.sock")}}})
     container = DemuxContainer(settings=settings)
     container.server.set_provides(probe.resource)
-    return demux_main.run(container)
+    return demux_service.run(container)
 
 
 def cvmfs(tmp_path, probe: ListeningProbe):
     settings = cvmfs_settings(root=str(tmp_path / "root"), address=str(tmp_path / "cvmfs.sock"), metrics_address="")
     container = CvmfsContainer(settings=settings)
     container.server.set_provides(probe.resource)
-    return cvmfs_main.run(container)
+    return cvmfs_service.run(container)
 
 
 def resolver(tmp_path, probe: ListeningProbe):
@@ -65,8 +65,8 @@ def resolver(tmp_path, probe: ListeningProbe):
     container = ResolverContainer()
     container.config.from_dict(settings.model_dump())
     container.server.set_provides(probe.resource)
-    container.wire(modules=[resolver_main])
-    return resolver_main.run(container)
+    container.wire(modules=[resolver_service])
+    return resolver_service.run(container)
 
 
 @pytest.fixture

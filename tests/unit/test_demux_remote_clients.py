@@ -226,3 +226,16 @@ async def test_listeners_hear_disconnect_of_the_old_before_connect_of_the_new(re
         assert listener.events == [("connected", "vm-a"), ("disconnected", "vm-a"), ("connected", "vm-a")]
     finally:
         await cache.close()
+
+
+async def test_resolve_and_dial_failures_are_warnings_naming_the_namespace(cache, connector, caplog):
+    caplog.set_level("WARNING", logger="snapmux.application.remote_clients")
+    with pytest.raises(NotFoundError):
+        await cache.get("no-such-vm")
+    connector.failure = UnavailableError("cannot dial /run/vm-a.vsock: vm is down")
+    with pytest.raises(UnavailableError):
+        await cache.get("vm-a")
+    warnings = [(r.levelname, r.namespace, r.getMessage()) for r in caplog.records]
+    assert warnings[0][:2] == ("WARNING", "no-such-vm") and "resolving the snapshotter of namespace no-such-vm" in warnings[0][2]
+    assert warnings[1] == ("WARNING", "vm-a", "dialling the snapshotter of namespace vm-a at unix:/run/vm-a.vsock port 10000 "
+                           "failed: cannot dial /run/vm-a.vsock: vm is down")

@@ -109,7 +109,7 @@ def test_env_overrides_the_files_log_level_and_the_flag_overrides_the_env(tmp_pa
         ("[snapshotter.listener]\ntype = \"tcp\"\n", "snapshotter.listener.type"),
         ("[snapshotter.listener]\nnetwork = \"vsock\"\n", "snapshotter.listener.network"),
         ("[snapshotter.proxy.address.resolver]\ntype = \"grpc\"\n", "snapshotter.proxy.address.resolver.type"),
-        ("[snapshotter.proxy.address.resolver]\naddress = \"127.0.0.1:10001\"\n", "resolver.address: '127.0.0.1:10001' is not an http"),
+        ("[snapshotter.proxy.address.resolver]\naddress = \"ftp://127.0.0.1:10001\"\n", "resolver.address: 'ftp://127.0.0.1:10001' is not an http"),
         ("[snapshotter.dialer]\ntimeout = \"5 seconds\"\n", "snapshotter.dialer.timeout: invalid duration"),
         ("[snapshotter.cache]\npoll_connection_frequency = \"0s\"\n", "poll_connection_frequency: duration '0s' must be positive"),
         ("[snapshotter.metrics]\nport_range = \"9999-9000\"\n", "snapshotter.metrics.port_range"),

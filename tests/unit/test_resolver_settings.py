@@ -31,7 +31,7 @@ def test_env_overrides_the_file(tmp_path, monkeypatch):
     settings = load_settings(config)
     assert settings.snapshotter_port == 12345
     assert (settings.shim_base.dir, settings.shim_base.cache_ttl_seconds) == ("/from-toml", 3.0)
-    assert settings.log_level == "DEBUG"
+    assert settings.log_level == "debug"
 
 
 def test_flags_override_the_environment(tmp_path, monkeypatch):
@@ -40,7 +40,7 @@ def test_flags_override_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SNAPMUX_RESOLVER_LOG_LEVEL", "warning")
     assert load_settings(config).address == "127.0.0.1:2"
     settings = load_settings(config, address="127.0.0.1:3", log_level="error")
-    assert (settings.address, settings.log_level) == ("127.0.0.1:3", "ERROR")
+    assert (settings.address, settings.log_level) == ("127.0.0.1:3", "error")
     assert load_settings(config, address=None).address == "127.0.0.1:2"
 
 

@@ -111,6 +111,21 @@ class Decision:
     queued, to be waited for)"""
 
 
+REASONS = {
+    "published": "available (published)",
+    "chain": "available as DUCC's flattened chain",
+    "scanned": "foreign, scanned",
+    "scan-in-budget": "foreign, scanned now within the budget",
+    "scan-over-budget": "foreign and not yet scanned (over the scan budget; the scan goes on)",
+    "scan-failed": "foreign, and its whiteout scan failed",
+    "foreign-served": "foreign, served unscanned (foreign-layers = serve)",
+    "foreign-download": "foreign (foreign-layers = download)",
+    "missing": "missing from {base}",
+    "unusable-base": "unavailable (the layout under {base} cannot be overlay lowerdirs)",
+}
+"""Each Decision outcome as the debug log says it."""
+
+
 class CvmfsLayerStore:
     """Maps digests to layer directories under one base; all filesystem looks run off the loop."""
 
@@ -153,7 +168,18 @@ class CvmfsLayerStore:
         return (await self.decide(hex_digest, chain_id, ahead)).servable
 
     async def decide(self, hex_digest: str, chain_id: str = "", ahead: Sequence[str] = ()) -> Decision:
-        """What to adopt for this layer, or None (fall back to a download), and why.
+        """What to adopt for this layer, or None (fall back to a download), and why; the why also in
+        the debug log, the first question when a layer was unexpectedly downloaded."""
+        decision = await self._decide(hex_digest, chain_id, ahead)
+        if log.isEnabledFor(logging.DEBUG):
+            why = REASONS[decision.outcome].format(base=self.base)
+            served = decision.servable is not None
+            log.debug("layer %s %s: %s", hex_digest, "served in place" if served else "unpacked locally", why,
+                      extra={"layer": hex_digest, "in_place": served, "reason": why})
+        return decision
+
+    async def _decide(self, hex_digest: str, chain_id: str, ahead: Sequence[str]) -> Decision:
+        """The decision itself.
 
         `chain_id`: DUCC's id of the image prefix ending here ("" if unknown). `ahead`: the
         image's other layers (digests hex), whose scans are queued now for the Prepares to come,

@@ -35,6 +35,8 @@ def _set_timestamp(stamp: Timestamp, when: datetime) -> None:
 def _datetime(stamp: Timestamp) -> datetime:
     """ToDatetime(tzinfo=utc), nanoseconds truncated to microseconds; a timestamp outside what
     datetime can represent is the sender's malformed message."""
+    if not 0 <= stamp.nanos < 1_000_000_000:  # protobuf's Timestamp rule, which ToDatetime enforces
+        raise InvalidArgumentError(f"invalid timestamp: nanos {stamp.nanos} outside [0, 1e9)")
     try:
         return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
     except (ValueError, OverflowError) as error:

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
+from snapmux.adapters.grpc.method_wrapping import SNAPSHOTS_METHODS, SnapshotsMethodInterceptor
 from snapmux.domain import errors as e
 from snapmux.domain.deadlines import current_deadline, deadline_in
 from snapmux.domain.namespaces import current_namespace
@@ -183,30 +183,17 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Ca
     return handler
 
 
-SNAPSHOTS_METHODS = f"/{SNAPSHOTS_SERVICE}/"
-
-
-class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+class DomainErrorInterceptor(SnapshotsMethodInterceptor):
     """Maps domain errors to status codes (bounded messages; malformed requests are INVALID_ARGUMENT)
-    and exposes the caller's namespace and deadline to the port.
+    and exposes the caller's namespace and deadline to the port."""
 
-    grpc.aio runs the interceptor on every call; the wrapped handler is built once per method
-    handler and kept, so a call costs a dict lookup here instead of a new handler object."""
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return _wrapped(handler, method)
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(SNAPSHOTS_METHODS):
-            return handler  # e.g. grpc.health.v1: its own codes, no namespace
-        known = self._wrapped.get(method)  # only served methods get here: one entry each
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = _wrapped(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+def is_malformed(request: object) -> bool:
+    """Whether the request was not valid protobuf: already answered and logged (rate-limited) here."""
+    return isinstance(request, _Malformed)
 
 
 def _wrapped(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

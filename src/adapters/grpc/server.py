@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from snapmux.adapters.grpc.call_log import CallLogInterceptor
 from snapmux.adapters.grpc.errors import DomainErrorInterceptor
 from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer
@@ -38,7 +39,7 @@ def new_snapshots_server(
 ) -> grpc.aio.Server:
     """The snapshots API, and beside it the standard health service when `health` is given."""
     server = grpc.aio.server(
-        interceptors=[*interceptors, DomainErrorInterceptor()],
+        interceptors=[CallLogInterceptor(), *interceptors, DomainErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

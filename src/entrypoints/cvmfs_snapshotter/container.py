@@ -7,6 +7,7 @@ Resources start in that order and stop in reverse.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -14,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from dependency_injector import containers, providers
@@ -34,6 +36,7 @@ from snapmux.adapters.unix_sockets import SocketAccess
 from snapmux.application.metrics import MeasuredSnapshotService, SnapshotInventory
 from snapmux.domain.ports import SnapshotService
 from snapmux.entrypoints.cvmfs_snapshotter.settings import CvmfsSnapshotterSettings, vsock_port
+from snapmux.entrypoints.lifecycle import listened, listening_on
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ async def cvmfs_snapshotter(
     (DUCC chains, else scanned within the budget by default), the rest unpacked locally; at startup
     each remote snapshot is looked at once (a vanished layer is logged, never fatal, never deleted)."""
     mountpoint, foreign = settings.absolute_mountpoint, settings.foreign_layers
+    await asyncio.to_thread(warn_if_unusable, mountpoint)
     shadows = ShadowCache(store.layout.root, userxattr=MountOptions.detect().userxattr)
     scanner = WhiteoutScanner(shadows)
     await scanner.start()
@@ -69,6 +73,24 @@ async def cvmfs_snapshotter(
         yield snapshotter
     finally:
         await scanner.close()
+
+
+def warn_if_unusable(mountpoint: str) -> None:
+    """A mountpoint that is missing or empty (autofs not mounted, a typo) serves no layer in place:
+    the daemon still starts (every layer is then downloaded), but says so, as the Go original does."""
+    try:
+        empty = not os.listdir(mountpoint)
+    except FileNotFoundError:
+        log.warning("CVMFS mountpoint %s does not exist: every layer will be downloaded", mountpoint,
+                    extra={"mountpoint": mountpoint})
+        return
+    except OSError as error:
+        log.warning("CVMFS mountpoint %s cannot be read (%s): every layer will be downloaded", mountpoint,
+                    error.strerror, extra={"mountpoint": mountpoint})
+        return
+    if empty:
+        log.warning("CVMFS mountpoint %s is empty: every layer will be downloaded", mountpoint,
+                    extra={"mountpoint": mountpoint})
 
 
 @dataclass
@@ -93,6 +115,11 @@ async def _bridged(snapshots: SnapshotService, port: int, health: SnapshotsHealt
         shutil.rmtree(private, ignore_errors=True)
 
 
+async def listening_metrics(registry: CollectorRegistry, address: str | None, *args: Any) -> AsyncIterator[str | None]:
+    async with listened(address, metrics_server(registry, address, *args)) as where:
+        yield where
+
+
 async def snapshots_server(
     snapshots: SnapshotService, address: str, access: SocketAccess, health: SnapshotsHealth
 ) -> AsyncIterator[Listening]:
@@ -101,11 +128,12 @@ async def snapshots_server(
     service says SERVING from here (the store is open: it is a dependency) until shutdown begins."""
     port = vsock_port(address)
     async with contextlib.AsyncExitStack() as stack:
-        if port is None:
-            server = await start_unix_snapshots_server(snapshots, address, access=access, health=health)
-            listening = Listening(server, address)
-        else:
-            listening = await stack.enter_async_context(_bridged(snapshots, port, health))
+        with listening_on(address):
+            if port is None:
+                server = await start_unix_snapshots_server(snapshots, address, access=access, health=health)
+                listening = Listening(server, address)
+            else:
+                listening = await stack.enter_async_context(_bridged(snapshots, port, health))
         log.info("serving containerd snapshots API on %s", listening.address)
         await health.serving()
         try:
@@ -143,7 +171,7 @@ class Container(containers.DeclarativeContainer):
 
     # /metrics (off on the host by default, vsock://10001 in a VM); snapshots by kind and usage sampled per scrape
     metrics_endpoint = providers.Resource(
-        metrics_server,
+        listening_metrics,
         registry,
         settings.provided.metrics_listen_address.call(),
         providers.List(providers.Singleton(SnapshotInventory, snapshots, metrics).provided.sample),

@@ -5,7 +5,8 @@ snapshotters spell them, or underscores):
 
     root = "/var/lib/containerd-cvmfs-grpc"
     address = "/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock"   # or "vsock://10000"
-    log-level = "info"
+    log-level = "info"          # trace, debug, info, warn/warning, error, fatal, panic (any case)
+    log-format = "text"         # or "json"
     repository = "unpacked.cern.ch"
     absolute-mountpoint = "/cvmfs/unpacked.cern.ch"   # default: /cvmfs/<repository>
     foreign-layers = "scan"   # layers not written by `cvmfs-snapshotter publish` (unpacked.cern.ch):
@@ -41,7 +42,7 @@ from pydantic_settings import SettingsConfigDict
 
 from snapmux.adapters.prometheus.http import parse_listen_address
 from snapmux.adapters.unix_sockets import SocketAccess, group_id
-from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, load_layered
+from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, LogFormat, LogLevel, load_layered
 
 DEFAULT_ADDRESS = "/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock"
 DEFAULT_ROOT = "/var/lib/containerd-cvmfs-grpc"
@@ -68,7 +69,8 @@ class CvmfsSnapshotterSettings(LayeredSettings):
 
     root: str = DEFAULT_ROOT
     address: str = DEFAULT_ADDRESS
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     repository: str = "unpacked.cern.ch"
     absolute_mountpoint: str = ""
     foreign_layers: Literal["scan", "serve", "download"] = "scan"
@@ -135,7 +137,7 @@ def vsock_port(address: str) -> int | None:
         return None
     text = address[len(VSOCK_SCHEME) :] or str(DEFAULT_VSOCK_PORT)
     if not text.isdigit():
-        raise ConfigError(f"address: {address!r} is not vsock://<port>")
+        raise ConfigError(f"config error: address: {address!r} is not vsock://<port>")
     return int(text)
 
 

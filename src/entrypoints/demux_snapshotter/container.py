@@ -4,7 +4,7 @@
     connector (vsock)┴─> remotes (per-namespace client cache, listeners) ─> router ─> server
     known namespaces (JSON file) ─┘  dialled again at startup, so GC reaches them after a restart
 
-Lifecycles are async Resources; `main.run` starts them in that order and stops
+Lifecycles are async Resources; `service.run` starts them in that order and stops
 them in reverse: server first (stop accepting, let in-flight calls finish), then
 the clients and their forwarding sockets, then the resolver's HTTP client.
 
@@ -41,6 +41,7 @@ from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSna
 from snapmux.application.routing import NamespaceRouter
 from snapmux.domain.ports import AddressResolver, SnapshotService, SnapshotterConnector
 from snapmux.entrypoints.demux_snapshotter.metrics import demux_metrics
+from snapmux.entrypoints.lifecycle import listening_on
 from snapmux.entrypoints.demux_snapshotter.settings import (
     CacheSettings,
     DemuxSettings,
@@ -107,7 +108,8 @@ async def snapshots_server(
     before anyone can connect; on shutdown drains, then unlinks. Health (gRPC and the SD port's
     /healthz) is SERVING from listening until shutdown begins."""
     address = listener.address
-    server = await start_unix_snapshots_server(snapshots, address, access=listener.access, health=health)
+    with listening_on(address):
+        server = await start_unix_snapshots_server(snapshots, address, access=listener.access, health=health)
     log.info("serving containerd snapshots API on %s", address)
     await health.serving()
     try:

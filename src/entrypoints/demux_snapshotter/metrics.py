@@ -23,6 +23,7 @@ from snapmux.application.remote_clients import RemoteSnapshotterListener
 from snapmux.domain import metrics as m
 from snapmux.domain.model import SnapshotterAddress
 from snapmux.domain.ports import HealthCheck
+from snapmux.entrypoints.lifecycle import listening_on
 from snapmux.entrypoints.demux_snapshotter.settings import DialerSettings, MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ async def demux_metrics(
         discovery = ServiceDiscoveryServer(
             targets, MetricsEndpoint(registry), host=settings.host, port=settings.service_discovery.port, health=health
         )
-        port = await discovery.start()
+        with listening_on(f"{settings.host}:{settings.service_discovery.port}"):
+            port = await discovery.start()
         log.info("Prometheus service discovery on http://%s:%d/ (demux metrics at /metrics, health at /healthz)",
                  settings.host, port)
     try:

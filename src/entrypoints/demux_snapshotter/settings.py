@@ -12,7 +12,7 @@ implementation's spellings, shown in comments, are accepted too):
                                      # default 0600/0700: root only
     [snapshotter.proxy.address.resolver]
     type = "http"
-    address = "http://127.0.0.1:10001"
+    address = "http://127.0.0.1:10001"   # Go: "127.0.0.1:10001" (no scheme: http://)
     timeout = "2s"
     [snapshotter.dialer]
     timeout = "5s"                   # bounds a whole dial to a VM, retries included
@@ -30,7 +30,9 @@ implementation's spellings, shown in comments, are accepted too):
     enable = false
     port = 8080
     [debug]
-    logLevel = "info"                # Go/logrus level names; --log-level wins
+    logLevel = "info"                # logrus names, any case: trace, debug, info, warn, warning,
+                                     # error, fatal, panic; --log-level wins
+    logFormat = "text"               # or "json" (snapmux only); --log-format wins
 
 Environment: `DEMUX_SNAPSHOTTER_<SECTION>__<KEY>`, e.g. `DEMUX_SNAPSHOTTER_SNAPSHOTTER__DIALER__TIMEOUT=2s`.
 Unlike the Go original (which ignored unknown keys and started anyway), any unknown
@@ -48,15 +50,13 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from snapmux.adapters.unix_sockets import SocketAccess, group_id
-from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, load_layered
+from snapmux.entrypoints.demux_snapshotter.main import DEFAULT_CONFIG
+from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, LogFormat, LogLevel, load_layered
 
-DEFAULT_CONFIG = "/etc/demux-snapshotter/config.toml"
 DEFAULT_LISTENER = "/var/lib/demux-snapshotter/snapshotter.sock"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning", "warning": "warning",
-               "error": "error", "fatal": "critical", "panic": "critical", "critical": "critical"}
 
 __all__ = ["DEFAULT_CONFIG", "ConfigError", "DemuxSettings", "load_settings", "parse_duration"]
 
@@ -78,18 +78,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-def _log_level(value: Any) -> str:
-    level = _LOG_LEVELS.get(str(value).lower())
-    if level is None:
-        raise ValueError(f"unknown log level {value!r} (one of {', '.join(_LOG_LEVELS)})")
-    return level
-
-
-LogLevel = Annotated[str, BeforeValidator(_log_level)]
-
-
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ListenerSettings(_Section):
@@ -118,6 +108,9 @@ class ResolverSettings(_Section):
     @field_validator("address")
     @classmethod
     def _url(cls, address: str) -> str:
+        """The Go original dials `host:port` (its example file has no scheme) as http://."""
+        if "://" not in address:
+            address = f"http://{address}"
         url = urlparse(address)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ValueError(f"{address!r} is not an http:// or https:// URL")
@@ -199,7 +192,8 @@ class SnapshotterSection(_Section):
 
 
 class DebugSettings(_Section):
-    log_level: LogLevel = Field("info", validation_alias=AliasChoices("logLevel", "log_level", "loglevel"))
+    log_level: LogLevel = Field("info", alias="logLevel")
+    log_format: LogFormat = Field("text", alias="logFormat")
 
 
 class DemuxSettings(LayeredSettings):
@@ -221,7 +215,16 @@ class DemuxSettings(LayeredSettings):
         return configured or None
 
 
-def load_settings(config_file: str | None = None, log_level: str | None = None) -> DemuxSettings:
-    """`config_file` None means the default path, which may be absent; an explicit one must exist."""
-    overrides = {"debug": {"logLevel": log_level}} if log_level else {}
+def load_settings(
+    config_file: str | None = None, log_level: str | None = None, log_format: str | None = None,
+    address: str | None = None,
+) -> DemuxSettings:
+    """`config_file` None means the default path, which may be absent; an explicit one must exist.
+    The flags override only their own keys: the rest of each table still comes from env or file."""
+    overrides: dict[str, Any] = {}
+    debug = {key: value for key, value in {"logLevel": log_level, "logFormat": log_format}.items() if value}
+    if debug:
+        overrides["debug"] = debug
+    if address:
+        overrides["snapshotter"] = {"listener": {"address": address}}
     return load_layered(DemuxSettings, config_file, overrides, default_file=DEFAULT_CONFIG)

@@ -16,6 +16,7 @@ from snapmux.adapters.resolver.shim_base import ShimBaseAddressResolver
 from snapmux.adapters.resolver.static import StaticFileAddressResolver
 from snapmux.adapters.ttrpc.client import TtrpcClient
 from snapmux.application.metrics_demux import MeasuredAddressResolver
+from snapmux.entrypoints.lifecycle import listening_on
 from snapmux.entrypoints.http_address_resolver.settings import split_address
 
 
@@ -36,7 +37,8 @@ def measured_api(api: Handler, registry: CollectorRegistry, metrics: PrometheusM
 async def http_server(handler: Handler, address: str, access_log: bool, grace: float) -> AsyncIterator[HttpServer]:
     server = HttpServer(handler, name="http-address-resolver", access_log=access_log)
     host, port = split_address(address)
-    await server.start_tcp(host, port)
+    with listening_on(address):
+        await server.start_tcp(host, port)
     try:
         yield server
     finally:

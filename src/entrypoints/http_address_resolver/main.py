@@ -1,58 +1,31 @@
-"""`http-address-resolver`: flags, logging, settings, then serve until SIGTERM/SIGINT."""
+"""http-address-resolver's command line. Imports only argparse: `--help` and `--version` answer
+before pydantic and the backends load (`service` imports them, after the arguments parse)."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-from dependency_injector.wiring import Provide, inject
-
-from snapmux.adapters.http.server import HttpServer
-from snapmux.entrypoints.http_address_resolver.container import Container
-from snapmux.entrypoints.http_address_resolver.settings import load_settings
-from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
+from snapmux.entrypoints.cli import daemon_parser
 
 PROG = "http-address-resolver"
-log = logging.getLogger(PROG)
+DESCRIPTION = """\
+Answers demux-snapshotter's question "where is the snapshotter of containerd namespace N?" over
+HTTP (GET /address?namespace=N), from firecracker-containerd's control plugin, the shim-base
+directory convention or a static file. GET /healthz says whether that backend can answer."""
+EPILOG = """\
+Settings come from the flags, then SNAPMUX_RESOLVER_* environment variables, then the --config
+file, then the defaults. Bad settings exit 2 (config error: <key>: <reason>), an address that
+cannot be listened on exits 1, SIGTERM/SIGINT is a clean shutdown (exit 0)."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description="Resolves containerd namespaces to microVM snapshotter addresses over HTTP.")
-    parser.add_argument("--config", type=Path, help="TOML configuration file")
-    parser.add_argument("--address", help="host:port to listen on (default 127.0.0.1:10001)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    return parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = daemon_parser(PROG, DESCRIPTION, EPILOG)
+    parser.add_argument("--address", metavar="HOST:PORT", help="where to listen (default 127.0.0.1:10001)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    from snapmux.entrypoints.http_address_resolver import service  # the heavy part, once the flags are read
 
-
-@inject
-async def serve(stop: StopSignals, server: HttpServer = Provide[Container.server]) -> None:
-    """Logs the bound address(es) (port 0 picks one; tests read it from the log) and runs until a signal."""
-    await stop.serve_until_signalled(log, [f"listening on http://{where}" for where in server.listening])
-
-
-async def run(container: Container) -> None:
-    stop = StopSignals()
-    try:
-        await serve(stop)
-    finally:
-        await container.shutdown_resources()
-
-
-def _start(args: argparse.Namespace) -> None:
-    settings = load_settings(args.config, address=args.address, log_level=args.log_level)
-    configure_logging(settings.log_level)
-    container = Container()
-    container.config.from_dict(settings.model_dump())
-    container.wire(modules=[__name__])
-    asyncio.run(run(container))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return exit_on(PROG, lambda: _start(args))
+    return service.main(args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """http-address-resolver settings: one model, from flags > environment > TOML file > defaults.
 
 TOML at `--config`; environment `SNAPMUX_RESOLVER_<FIELD>` (nested with `__`, e.g.
-`SNAPMUX_RESOLVER_SHIM_BASE__DIR`) overrides the file; `--address`/`--log-level` override both.
+`SNAPMUX_RESOLVER_SHIM_BASE__DIR`) overrides the file; `--address`/`--log-level`/`--log-format`
+override both. `log_level` takes logrus's names in any case (trace, debug, info, warn, warning,
+error, fatal, panic); `log_format` is "text" (logrus's key=value lines) or "json".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from snapmux.entrypoints.settings_sources import LayeredSettings, load_layered
+from snapmux.entrypoints.settings_sources import LayeredSettings, LogFormat, LogLevel, load_layered
 
 
 class FirecrackerControlSettings(BaseModel):
@@ -40,7 +42,8 @@ class ResolverSettings(LayeredSettings):
 
     allow_non_loopback: bool = False
     address: str = "127.0.0.1:10001"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
     access_log: bool = True
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     backend: Literal["firecracker-control", "shim-base", "static"] = "firecracker-control"
@@ -49,11 +52,6 @@ class ResolverSettings(LayeredSettings):
     firecracker_control: FirecrackerControlSettings = FirecrackerControlSettings()
     shim_base: ShimBaseSettings = ShimBaseSettings()
     static: StaticSettings = StaticSettings()
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @field_validator("address")
     @classmethod
