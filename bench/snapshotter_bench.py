@@ -28,6 +28,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snapmux.adapters.grpc.client import GrpcSnapshotService
+from snapmux.domain.labels import GC_ROOT_LABEL
 from snapmux.domain.namespaces import current_namespace
 
 from tests.support.containerd import Containerd, Daemon
@@ -35,7 +36,7 @@ from tests.support.sockets import unix_socket_listening
 
 OPERATIONS = ("prepare", "mounts", "commit", "stat", "remove")
 NAMESPACE = "bench"
-GC_ROOT = {"containerd.io/gc.root": "2026-01-01T00:00:00Z"}
+GC_ROOT = {GC_ROOT_LABEL: "2026-01-01T00:00:00Z"}
 """Keeps containerd's garbage collector off our snapshots (as containerd's own test suite does)."""
 
 

@@ -15,11 +15,10 @@ from typing import Any
 
 from snapmux.domain import errors as e
 from snapmux.domain import metrics as m
+from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import Info, Kind, Mount, SnapshotterAddress, Usage
 from snapmux.domain.ports import AddressResolver, RemoteSnapshotter, SnapshotService, SnapshotterConnector
 
-REMOTE_SNAPSHOT_REF_LABEL = "containerd.io/snapshot.ref"
-"""containerd sets it on Prepare of a layer to ask the snapshotter for a remote snapshot."""
 
 def code_of(error: BaseException) -> str:
     """The status name the wire will answer for `error`: a domain error's declared code,
@@ -72,7 +71,7 @@ class MeasuredSnapshotService:
             return await self._inner.mounts(key)
 
     async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        remote = bool(labels) and REMOTE_SNAPSHOT_REF_LABEL in labels  # type: ignore[operator]
+        remote = bool(labels) and REF_LABEL in labels  # type: ignore[operator]
         with self._timer("Prepare"):
             try:
                 mounts = await self._inner.prepare(key, parent, labels)

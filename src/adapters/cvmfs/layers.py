@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.whiteouts import Shadows
 from snapmux.domain.errors import InvalidArgumentError
+from snapmux.domain.labels import CRI_DIGEST_LABEL, STARGZ_DIGEST_LABEL
 
 log = logging.getLogger(__name__)
 
-CRI_DIGEST_LABEL = "containerd.io/snapshot/cri.layer-digest"
-STARGZ_DIGEST_LABEL = "containerd.io/snapshot/remote/stargz.digest"
 DIGEST_LABELS = (CRI_DIGEST_LABEL, STARGZ_DIGEST_LABEL)
 PUBLISHED_MARKER = "snapmux-layer.json"
 """Written by the publisher: the layer's whiteouts are overlayfs-native."""

@@ -31,15 +31,13 @@ from snapmux.domain.errors import (
     InvalidArgumentError,
     UnavailableError,
 )
+from snapmux.domain.labels import REF_LABEL, REMOTE_LABEL
 from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import validate_namespace
 from snapmux.domain.ports import SnapshotService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-REF_LABEL = "containerd.io/snapshot.ref"
-REMOTE_LABEL = "containerd.io/snapshot/remote"
 
 
 class AdoptingSnapshotService(SnapshotService, Protocol):
