@@ -15,34 +15,17 @@ from typing import Any
 
 from snapmux.domain import errors as e
 from snapmux.domain import metrics as m
+from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import Info, Kind, Mount, SnapshotterAddress, Usage
 from snapmux.domain.ports import AddressResolver, RemoteSnapshotter, SnapshotService, SnapshotterConnector
 
-REMOTE_SNAPSHOT_REF_LABEL = "containerd.io/snapshot.ref"
-"""containerd sets it on Prepare of a layer to ask the snapshotter for a remote snapshot."""
-
-_CODES: tuple[tuple[type[BaseException], str], ...] = (
-    (e.NotFoundError, "NOT_FOUND"),
-    (e.AlreadyExistsError, "ALREADY_EXISTS"),
-    (e.FailedPreconditionError, "FAILED_PRECONDITION"),
-    (e.InvalidArgumentError, "INVALID_ARGUMENT"),
-    (e.UnavailableError, "UNAVAILABLE"),
-    (e.ResourceExhaustedError, "RESOURCE_EXHAUSTED"),
-    (e.UnimplementedError, "UNIMPLEMENTED"),
-    (e.DeadlineExceededError, "DEADLINE_EXCEEDED"),
-    (e.CancelledError, "CANCELLED"),
-    (asyncio.CancelledError, "CANCELLED"),
-    (e.InternalError, "INTERNAL"),
-    (e.UnknownError, "UNKNOWN"),
-)
-
 
 def code_of(error: BaseException) -> str:
-    """The status name the wire will answer for `error` (unclassified failures are INTERNAL)."""
-    for cls, code in _CODES:
-        if isinstance(error, cls):
-            return code
-    return "INTERNAL"
+    """The status name the wire will answer for `error`: a domain error's declared code,
+    CANCELLED for a cancelled task, INTERNAL for anything unclassified."""
+    if isinstance(error, e.DomainError):
+        return error.code.name
+    return e.Code.CANCELLED.name if isinstance(error, asyncio.CancelledError) else e.Code.INTERNAL.name
 
 
 class CallTimer:
@@ -88,7 +71,7 @@ class MeasuredSnapshotService:
             return await self._inner.mounts(key)
 
     async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        remote = bool(labels) and REMOTE_SNAPSHOT_REF_LABEL in labels  # type: ignore[operator]
+        remote = bool(labels) and REF_LABEL in labels  # type: ignore[operator]
         with self._timer("Prepare"):
             try:
                 mounts = await self._inner.prepare(key, parent, labels)

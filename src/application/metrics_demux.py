@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from snapmux.application.metrics import CallTimer, code_of
 from snapmux.domain import metrics as m
+from snapmux.domain.errors import Code
 from snapmux.domain.model import SnapshotterAddress
 from snapmux.domain.ports import AddressResolver, RemoteSnapshotter, SnapshotterConnector
 
@@ -35,7 +36,7 @@ class MeasuredSnapshotterConnector:
         try:
             return await self._inner.connect(namespace, address)
         except BaseException as error:
-            if code_of(error) != "CANCELLED":
+            if code_of(error) != Code.CANCELLED.name:
                 self._metrics.count(m.VSOCK_DIAL_FAILURES, labels)
             raise
 

@@ -30,12 +30,13 @@ from snapmux.domain.errors import (
     UnavailableError,
 )
 from snapmux.domain.filters import parse_filters
+from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import current_namespace, namespace_of_key, validate_namespace
 from snapmux.domain.ports import RemoteSnapshotter
 
 from snapmux.application.remote_clients import CachedRemote, RemoteSnapshotterCache
-from snapmux.application.target_claims import REF_LABEL, TargetClaims
+from snapmux.application.target_claims import TargetClaims
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

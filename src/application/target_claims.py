@@ -25,11 +25,11 @@ from typing import Protocol, TypeVar
 
 from snapmux.domain.errors import AlreadyExistsError, InvalidArgumentError
 from snapmux.domain.filters import required_value
+from snapmux.domain.labels import REF_LABEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REF_LABEL = "containerd.io/snapshot.ref"
 _REF_FIELD = ("labels", REF_LABEL)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from snapmux.domain.errors import Code
+
 
 @dataclass(frozen=True)
 class CounterSpec:
@@ -31,8 +33,8 @@ class GaugeSpec:
     labels: tuple[str, ...] = ()
 
 
-OK = "OK"
-"""The `code` of a call that succeeded; failures use gRPC status code names (NOT_FOUND, ...)."""
+OK = Code.OK.name
+"""The `code` of a call that succeeded; failures use the status name their domain error declares (NOT_FOUND, ...)."""
 
 # Calls (observe_call): one counter with a `code` label, an errors-only counter, a latency histogram.
 REQUESTS = CounterSpec(

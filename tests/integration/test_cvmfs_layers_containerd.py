@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
+from snapmux.domain.labels import REMOTE_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
 from tests.support.containerd import Containerd, wait_until

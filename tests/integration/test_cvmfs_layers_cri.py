@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
+from snapmux.domain.labels import REMOTE_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
 from tests.integration.test_cvmfs_layers_containerd import chain_ids

@@ -17,13 +17,14 @@ import tarfile
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import CRI_DIGEST_LABEL, CvmfsLayerStore, parse_digest
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
-from snapmux.adapters.cvmfs.snapshotter import REF_LABEL, CvmfsSnapshotter
+from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.adapters.local.mounts import MountOptions
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
+from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from tests.integration.conftest import require_root
 from tests.support.containerd import unmount_all_under
 from tests.support.images import WHITEOUT_IMAGE_LISTING, whiteout_image

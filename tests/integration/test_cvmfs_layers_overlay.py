@@ -13,12 +13,13 @@ import subprocess
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import CRI_DIGEST_LABEL, CvmfsLayerStore, parse_digest
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.oci import OciLayoutSource
 from snapmux.adapters.cvmfs.publish import LayoutPublisher
-from snapmux.adapters.cvmfs.snapshotter import REF_LABEL, CvmfsSnapshotter
+from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
+from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
 from tests.integration.conftest import require_root
 from tests.support.containerd import unmount_all_under

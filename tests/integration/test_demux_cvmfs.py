@@ -24,8 +24,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
 from snapmux.adapters.grpc.client import GrpcSnapshotService
+from snapmux.domain.labels import REMOTE_LABEL
 from snapmux.domain.model import Info, Kind
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
+from snapmux.domain.labels import REMOTE_LABEL
 from tests.integration.conftest import require_binaries, require_root
 from tests.support.images import whiteout_image
 from tests.support.kubelet import (

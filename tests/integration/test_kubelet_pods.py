@@ -16,7 +16,7 @@ import random
 import pytest
 
 from snapmux.adapters.cvmfs.layers import parse_digest
-from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
+from snapmux.domain.labels import REMOTE_LABEL
 from tests.integration.conftest import require_binaries, require_root
 from tests.support.containerd import wait_until
 from tests.support.images import store_foreign, whiteout_image

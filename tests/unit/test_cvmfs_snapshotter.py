@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import CRI_DIGEST_LABEL, PUBLISHED_MARKER, STARGZ_DIGEST_LABEL, CvmfsLayerStore
-from snapmux.adapters.cvmfs.snapshotter import REF_LABEL, REMOTE_LABEL, CvmfsSnapshotter
+from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER, CvmfsLayerStore
+from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
+from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL, REMOTE_LABEL, STARGZ_DIGEST_LABEL
 from snapmux.domain.model import Info, Kind
 from tests.contract.snapshot_service import SnapshotServiceContract, listed
 from tests.fakes.snapshots import InMemorySnapshotService, _Snapshot

@@ -10,11 +10,12 @@ import threading
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import CRI_DIGEST_LABEL, CvmfsLayerStore
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
-from snapmux.adapters.cvmfs.snapshotter import REF_LABEL, CvmfsSnapshotter
+from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import READY, ScanStopped, ShadowCache
 from snapmux.domain.errors import AlreadyExistsError
+from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from tests.support.requirements import lacking_root, require
 from tests.unit.test_cvmfs_snapshotter import AdoptingFake
 

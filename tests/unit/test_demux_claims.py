@@ -9,9 +9,10 @@ import pytest
 
 from snapmux.application.remote_clients import RemoteSnapshotterCache
 from snapmux.application.routing import NamespaceRouter
-from snapmux.application.target_claims import REF_LABEL, TargetClaims
+from snapmux.application.target_claims import TargetClaims
 from snapmux.domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from snapmux.domain.filters import required_value
+from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import Info, Kind, SnapshotterAddress
 from snapmux.domain.namespaces import current_namespace
 from tests.fakes.remote_snapshotters import FakeConnector

@@ -6,9 +6,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
-from snapmux.application.metrics import REMOTE_SNAPSHOT_REF_LABEL, MeasuredSnapshotService, SnapshotInventory, code_of
+from snapmux.application.metrics import MeasuredSnapshotService, SnapshotInventory, code_of
 from snapmux.application.metrics_demux import MeasuredAddressResolver, MeasuredSnapshotterConnector, RemoteClientsGauge
 from snapmux.domain import errors as e
+from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import SnapshotterAddress, Usage
 from tests.fakes.metrics import InMemoryMetricsRegistry
 from tests.fakes.resolver import InMemoryAddressResolver
@@ -67,7 +68,7 @@ async def test_a_list_the_caller_stops_reading_is_not_an_error(metrics):
 async def test_layer_prepares_count_remote_hits_and_fallbacks(metrics):
     inner = InMemorySnapshotService()
     snapshots = MeasuredSnapshotService(inner, metrics)
-    layer = {REMOTE_SNAPSHOT_REF_LABEL: "sha256:abc"}
+    layer = {REF_LABEL: "sha256:abc"}
     await snapshots.prepare("ns/1/extract-1", "", layer)  # plain snapshot: containerd downloads
     await inner.prepare("ns/1/extract-2")
     with pytest.raises(e.AlreadyExistsError):  # already there: the remote-snapshot signal

@@ -32,14 +32,16 @@ from snapmux.adapters.cvmfs.chains import following_chain_ids, usable_chain
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.whiteouts import Shadows
 from snapmux.domain.errors import InvalidArgumentError
+from snapmux.domain.labels import (
+    CRI_DIGEST_LABEL,
+    CRI_IMAGE_LAYERS_LABEL,
+    STARGZ_DIGEST_LABEL,
+    STARGZ_IMAGE_LAYERS_LABEL,
+)
 
 log = logging.getLogger(__name__)
 
-CRI_DIGEST_LABEL = "containerd.io/snapshot/cri.layer-digest"
-STARGZ_DIGEST_LABEL = "containerd.io/snapshot/remote/stargz.digest"
 DIGEST_LABELS = (CRI_DIGEST_LABEL, STARGZ_DIGEST_LABEL)
-CRI_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/cri.image-layers"
-STARGZ_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/remote/stargz.layers"
 IMAGE_LAYERS_LABELS = (CRI_IMAGE_LAYERS_LABEL, STARGZ_IMAGE_LAYERS_LABEL)
 """Comma-separated digests of this layer and those above it (cut short to fit containerd's
 4096-byte label limit): containerd's CRI plugin and ctr-remote rpull send them."""
@@ -113,17 +115,20 @@ class Decision:
 
 REASONS = {
     "published": "available (published)",
-    "chain": "available as DUCC's flattened chain",
-    "scanned": "foreign, scanned",
-    "scan-in-budget": "foreign, scanned now within the budget",
-    "scan-over-budget": "foreign and not yet scanned (over the scan budget; the scan goes on)",
-    "scan-failed": "foreign, and its whiteout scan failed",
-    "foreign-served": "foreign, served unscanned (foreign-layers = serve)",
+    "chain": "served from DUCC's flattened chain (deletions applied, one lower directory)",
+    "scanned": "foreign layer served in place with the whiteout shadows of an earlier scan",
+    "scan-in-budget": "foreign layer scanned within the budget, served in place with its deletions",
+    "scan-over-budget": "foreign layer scan ran over the budget: downloaded this once, the scan goes on",
+    "scan-failed": "foreign layer scan failed: downloaded (a later Prepare scans again)",
+    "foreign-served": "foreign layer served as stored (foreign-layers = serve: deletions NOT applied)",
     "foreign-download": "foreign (foreign-layers = download)",
     "missing": "missing from {base}",
     "unusable-base": "unavailable (the layout under {base} cannot be overlay lowerdirs)",
 }
-"""Each Decision outcome as the debug log says it."""
+"""Each Decision outcome as the logs say it."""
+
+FOREIGN_OUTCOMES = frozenset({"chain", "scanned", "scan-in-budget", "scan-over-budget", "scan-failed", "foreign-served"})
+"""The outcomes of a foreign layer's Prepare: logged at info and counted by the snapshotter."""
 
 
 class CvmfsLayerStore:

@@ -34,6 +34,8 @@ from typing import Protocol, TypeVar
 from snapmux.adapters.cvmfs.chains import next_chain_id
 from snapmux.adapters.cvmfs.layers import (
     DIGEST_LABELS,
+    FOREIGN_OUTCOMES,
+    REASONS,
     CvmfsLayerStore,
     Decision,
     Servable,
@@ -48,6 +50,7 @@ from snapmux.domain.errors import (
     NotFoundError,
     UnavailableError,
 )
+from snapmux.domain.labels import CHAIN_LABEL, REF_LABEL, REMOTE_LABEL
 from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import validate_namespace
 from snapmux.domain.ports import SnapshotService
@@ -56,19 +59,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHAIN_MEMO_SIZE = 100_000
-FOREIGN_OUTCOMES = {
-    "chain": "served from DUCC's flattened chain (deletions applied, one lower directory)",
-    "scanned": "foreign layer served in place with the whiteout shadows of an earlier scan",
-    "scan-in-budget": "foreign layer scanned within the budget, served in place with its deletions",
-    "scan-over-budget": "foreign layer scan ran over the budget: downloaded this once, the scan goes on",
-    "scan-failed": "foreign layer scan failed: downloaded (a later Prepare scans again)",
-    "foreign-served": "foreign layer served as stored (foreign-layers = serve: deletions NOT applied)",
-}
-
-REF_LABEL = "containerd.io/snapshot.ref"
-REMOTE_LABEL = "containerd.io/snapshot/remote"
-CHAIN_LABEL = "containerd.io/snapshot/cvmfs.chain"
-"""On a layer adopted from DUCC's flattened chain: the chain directory."""
 
 
 class AdoptingSnapshotService(SnapshotService, Protocol):
@@ -143,13 +133,11 @@ class CvmfsSnapshotter:
         raise AlreadyExistsError(f"target snapshot {name!r}: already exists (remote layer {served.path})")
 
     def _report(self, hex_digest: str, decision: Decision) -> None:
-        """Every foreign-layer outcome is logged and counted; the routine ones only logged at debug."""
+        """Every foreign-layer outcome is logged and counted (the layer store logs every outcome at debug)."""
         if decision.outcome in FOREIGN_OUTCOMES:
-            log.info("layer %s: %s", hex_digest, FOREIGN_OUTCOMES[decision.outcome])
+            log.info("layer %s: %s", hex_digest, REASONS[decision.outcome])
             if self._metrics is not None:
                 self._metrics.count(m.FOREIGN_LAYER_PREPARES, {"outcome": decision.outcome})
-        else:
-            log.debug("layer %s: %s", hex_digest, decision.outcome)
 
     async def _chain_id(self, parent: str, hex_digest: str) -> str:
         """DUCC's chain id of this layer on `parent`, "" when a layer below has no digest label."""

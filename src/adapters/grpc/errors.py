@@ -26,18 +26,8 @@ from snapmux.domain.namespaces import current_namespace
 log = logging.getLogger(__name__)
 
 ERROR_TABLE: dict[type[e.DomainError], grpc.StatusCode] = {
-    e.NotFoundError: grpc.StatusCode.NOT_FOUND,
-    e.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
-    e.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
-    e.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
-    e.UnavailableError: grpc.StatusCode.UNAVAILABLE,
-    e.ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # containerd/errdefs ErrResourceExhausted
-    e.UnimplementedError: grpc.StatusCode.UNIMPLEMENTED,
-    e.DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
-    e.CancelledError: grpc.StatusCode.CANCELLED,
-    e.InternalError: grpc.StatusCode.INTERNAL,
-    e.UnknownError: grpc.StatusCode.UNKNOWN,
-}
+    error: grpc.StatusCode[error.code.name] for error in e.BY_CODE.values()
+}  # derived from each domain error's declared `code`
 _BY_CODE = {code: error for error, code in ERROR_TABLE.items()}
 
 NAMESPACE_METADATA_KEY = "containerd-namespace"
@@ -110,10 +100,7 @@ async def _refuse_malformed(context: grpc.aio.ServicerContext, method: str, requ
 
 
 def status_code_of(error: e.DomainError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]
-    return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode[error.code.name]
 
 
 def domain_error_from(error: grpc.RpcError) -> e.DomainError:

@@ -3,8 +3,8 @@
 `GET /address?namespace=<ns>` answers the address document (see `wire`);
 `GET /healthz` answers whether the backend can answer now (see `adapters.http.health`:
 200, or 503 naming the reason), not merely that the process runs. Status codes follow the
-domain error: invalid namespace 400, unknown 404, anything else from the backend
-503. The backend's own failures must never turn into a 500, so anything
+domain error's code (`wire.http_status_of`): invalid namespace 400, unknown 404, anything
+else from the backend 503. The backend's own failures must never turn into a 500, so anything
 unexpected is logged and answered as 503 too.
 """
 
@@ -15,8 +15,8 @@ import logging
 from snapmux.adapters.http.health import PATH as HEALTH_PATH
 from snapmux.adapters.http.health import healthz
 from snapmux.adapters.http.messages import HttpRequest, HttpResponse, error_response, json_response
-from snapmux.adapters.resolver.wire import address_to_json
-from snapmux.domain.errors import DomainError, InvalidArgumentError, NotFoundError
+from snapmux.adapters.resolver.wire import UNAVAILABLE_STATUS, address_to_json, http_status_of
+from snapmux.domain.errors import DomainError, InvalidArgumentError
 from snapmux.domain.namespaces import validate_namespace
 from snapmux.domain.ports import AddressResolver, HealthCheck
 
@@ -54,16 +54,14 @@ class AddressApi:
         try:
             namespace = namespace_parameter(request)
             address = await self._resolver.resolve(namespace)
-        except InvalidArgumentError as error:
-            return error_response(400, str(error))
-        except NotFoundError as error:
-            return error_response(404, str(error))
         except DomainError as error:
-            log.warning("resolver backend failed: %s: %s", type(error).__name__, error)
-            return error_response(503, str(error))
+            status = http_status_of(error)
+            if status == UNAVAILABLE_STATUS:
+                log.warning("resolver backend failed: %s: %s", type(error).__name__, error)
+            return error_response(status, str(error))
         except Exception as error:  # noqa: BLE001 - a backend bug is still "unavailable" to the demux
             log.exception("resolver backend raised unexpectedly")
-            return error_response(503, f"resolver backend failed: {type(error).__name__}")
+            return error_response(UNAVAILABLE_STATUS, f"resolver backend failed: {type(error).__name__}")
         payload = address_to_json(address)
         payload["labels"] = {**address.labels, "namespace": namespace}
         return json_response(200, payload)

@@ -1,8 +1,9 @@
 """The demux's side of the resolver: `AddressResolver` over HTTP (httpx).
 
 It trusts nothing it reads: a timeout or refused connection, any non-2xx other
-than 400/404, and any malformed document are `UnavailableError`, with a message
-naming the field at fault. Nothing is cached here, so a failed answer is simply
+than the statuses that stand for a code (`wire.error_from_http`: 400, 404), and
+any malformed document are `UnavailableError`, with a message naming the field
+at fault. Nothing is cached here, so a failed answer is simply
 asked again next time; caching good answers is the demux's business.
 """
 
@@ -14,8 +15,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from snapmux.adapters.resolver.wire import address_from_json
-from snapmux.domain.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from snapmux.adapters.resolver.wire import address_from_json, error_from_http
+from snapmux.domain.errors import UnavailableError
 from snapmux.domain.model import SnapshotterAddress
 from snapmux.domain.namespaces import validate_namespace
 
@@ -37,10 +38,9 @@ class HttpAddressResolver:
         except httpx.HTTPError as error:
             raise UnavailableError(f"{where}: {type(error).__name__}: {error}") from None
         message = _error_text(response)
-        if response.status_code == 404:
-            raise NotFoundError(f"{where}: {message}")
-        if response.status_code == 400:
-            raise InvalidArgumentError(f"{where}: {message}")
+        error = error_from_http(response.status_code)
+        if error is not None:
+            raise error(f"{where}: {message}")
         if not 200 <= response.status_code < 300:
             raise UnavailableError(f"{where}: HTTP {response.status_code}: {message}")
         return address_from_json(_json(response, where), namespace, source=where)

@@ -4,14 +4,32 @@ The shape follows firecracker-containerd's example agent: `network`, `address`,
 ports as strings (`snapshotter_port`, `metrics_port`) and `labels`. Readers accept
 ports as strings or integers. A malformed document is the far side's fault, so
 it is an `UnavailableError` whose message names the offending field.
+
+Failures cross as HTTP statuses derived from the domain error's declared code:
+the two the demux acts on keep theirs (a bad namespace 400, an unknown one 404),
+every other failure is 503, which the demux reads as "unavailable".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from snapmux.domain.errors import UnavailableError
+from snapmux.domain.errors import Code, DomainError, UnavailableError, error_for
 from snapmux.domain.model import SnapshotterAddress
+
+HTTP_STATUS: Mapping[Code, int] = {Code.INVALID_ARGUMENT: 400, Code.NOT_FOUND: 404}
+UNAVAILABLE_STATUS = 503
+_ERROR_BY_STATUS = {status: error_for(code) for code, status in HTTP_STATUS.items()}
+
+
+def http_status_of(error: DomainError) -> int:
+    """The agent's answer to a failure: its code's status, or 503 for any other code."""
+    return HTTP_STATUS.get(error.code, UNAVAILABLE_STATUS)
+
+
+def error_from_http(status: int) -> type[DomainError] | None:
+    """The client's reading of a status that stands for a code; None for any other (unavailable)."""
+    return _ERROR_BY_STATUS.get(status)
 
 
 def address_to_json(address: SnapshotterAddress) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 Only unary calls are needed (GetVMInfo). Client stream ids are odd and increase
 from 1 per connection, as in ttrpc. Failures arrive as domain errors: the far
-side's status code through the one error table, a dead or garbled connection as
+side's status code as the domain error declaring it, a dead or garbled connection as
 `UnavailableError`, a missed deadline as `DeadlineExceededError`. A connection
 that saw garbage is dropped and the next call dials again.
 """
@@ -15,18 +15,16 @@ from collections.abc import Mapping
 
 from google.protobuf.message import DecodeError
 
-from snapmux.adapters.grpc.errors import ERROR_TABLE
 from snapmux.adapters.pb.ttrpc import ttrpc_pb2
 from snapmux.adapters.ttrpc.frames import MAX_MESSAGE, TYPE_REQUEST, TYPE_RESPONSE, FrameError, encode_frame, read_frame
 from snapmux.domain import errors as e
 
-_BY_CODE: dict[int, type[e.DomainError]] = {code.value[0]: error for error, code in ERROR_TABLE.items()}
 _MAX_STREAM_ID = 0xFFFFFFFF
 
 
 def status_error(status: ttrpc_pb2.Status, what: str) -> e.DomainError:
     """The far side's status as a domain error; the message keeps its text."""
-    return _BY_CODE.get(status.code, e.UnknownError)(f"{what}: {status.message}")
+    return e.error_for(status.code)(f"{what}: {status.message}")
 
 
 class _Connection:
