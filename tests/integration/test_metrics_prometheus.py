@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
-from snapmux.adapters.metrics_proxy.ports import PortAllocator
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator
 from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, VsockMetricsDialer
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry

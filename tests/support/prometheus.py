@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from snapmux.adapters.metrics_proxy.ports import PortRange
+from snapmux.adapters.metrics_proxy.port_range import PortRange
 from tests.support.requirements import missing
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer, label_name, render
-from snapmux.adapters.metrics_proxy.ports import PortAllocator, PortRange
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator, PortRange
 from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, ProxyTarget
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry

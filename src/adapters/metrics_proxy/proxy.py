@@ -18,7 +18,7 @@ from typing import Protocol
 from snapmux.adapters.http.messages import HttpRequest, HttpResponse, error_response
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.forward import Streams, forward
-from snapmux.adapters.metrics_proxy.ports import PortAllocator
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator
 from snapmux.adapters.vsock.dialer import VsockDialer
 from snapmux.domain import metrics as m
 from snapmux.domain.model import SnapshotterAddress

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
-from snapmux.adapters.metrics_proxy.ports import PortAllocator, PortRange
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator, PortRange
 from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, VsockMetricsDialer
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.application.metrics_demux import RemoteClientsGauge
