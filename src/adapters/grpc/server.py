@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import grpc
@@ -14,13 +13,6 @@ from snapmux.adapters.unix_sockets import OWNER_ONLY, SocketAccess, bind_unix
 from snapmux.domain.ports import SnapshotService
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-def grpc_target(address: str) -> str:
-    """A listen/dial target for grpc: bare paths are unix sockets."""
-    if address.startswith(("unix:", "unix-abstract:", "vsock:")) or ":" in address and not address.startswith("/"):
-        return address
-    return f"unix://{os.path.abspath(address)}"
 
 
 def new_snapshots_server(

@@ -87,10 +87,6 @@ class MetricsProxies:
     def targets(self) -> list[ProxyTarget]:
         return sorted((p.target for p in self._proxies.values()), key=lambda t: t.namespace)
 
-    def port_of(self, namespace: str) -> int | None:
-        proxy = self._proxies.get(namespace)
-        return proxy.port if proxy else None
-
     async def connected(self, namespace: str, address: SnapshotterAddress) -> None:
         async with self._lock:
             await self._stop(namespace)  # a VM that came back may have a new address
