@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import tempfile
 
 from snapmux.domain.errors import ResourceExhaustedError
 
@@ -18,6 +19,24 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomically(path: str, data: bytes, prefix: str = ".tmp-") -> None:
+    """Readers see the old file or the whole new one, never a part, even across a crash: the data
+    is written and fsynced beside `path` (a 0600 file named `prefix*`), renamed over it, and the
+    rename synced. A failure leaves no staged file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, staged = tempfile.mkstemp(prefix=prefix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staged, path)
+    except BaseException:
+        os.unlink(staged)
+        raise
+    fsync_dir(folder)
 
 
 def out_of_space(error: BaseException, where: str) -> ResourceExhaustedError | None:

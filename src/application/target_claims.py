@@ -60,10 +60,6 @@ class TargetClaims:
         self._schedule = schedule
         self._claims: dict[str, _Claim] = {}
 
-    def claimed(self) -> dict[str, str | None]:
-        """Target -> owning namespace (None while its Prepare is still in flight); for tests and logs."""
-        return {target: claim.owner for target, claim in self._claims.items()}
-
     async def prepare(self, namespace: str, target: str, forward: Callable[[], Awaitable[T]]) -> T:
         """`forward()` under the target's claim; an AlreadyExists keeps it for the List that follows."""
         claim = await self._acquire(target)

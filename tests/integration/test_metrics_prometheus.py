@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
-from snapmux.adapters.metrics_proxy.ports import PortAllocator
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator
 from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, VsockMetricsDialer
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
@@ -44,7 +44,7 @@ from tests.fakes.snapshots import InMemorySnapshotService
 from tests.integration.conftest import require_binaries
 from tests.support.containerd import Containerd, Daemon
 from tests.support.firecracker_vsock import FirecrackerVsockStandIn
-from tests.support.prometheus import free_port, free_port_range, require_prometheus, running_prometheus
+from tests.support.prometheus import free_port, free_port_range, proxy_port, require_prometheus, running_prometheus
 from tests.support.resolver import running_resolver
 
 pytestmark = pytest.mark.integration
@@ -190,7 +190,7 @@ async def test_prometheus_scrapes_each_vm_through_its_proxy_then_forgets_a_stopp
     targets = await prometheus.wait_for(both_up, "both VM targets up")
     assert {ns: t["labels"]["vm_id"] for ns, t in targets.items()} == {"vm1": "id-vm1", "vm2": "id-vm2"}
     assert {t["labels"]["instance"] for t in targets.values()} == {
-        f"127.0.0.1:{demux.proxies.port_of(ns)}" for ns in NAMESPACES
+        f"127.0.0.1:{proxy_port(demux.proxies, ns)}" for ns in NAMESPACES
     }
 
     async def prepares():
@@ -207,11 +207,11 @@ async def test_prometheus_scrapes_each_vm_through_its_proxy_then_forgets_a_stopp
     assert await prometheus.wait_for(demux_counts, "the demux's own Prepare counter")
 
     # vm1 stops: the resolver forgets it, the health poll evicts its client, its proxy closes.
-    port = demux.proxies.port_of("vm1")
+    port = proxy_port(demux.proxies, "vm1")
     demux.resolver.addresses.pop("vm1")
     await vms["vm1"].vsock.stop()
     await evict(demux.cache, "vm1")
-    assert demux.proxies.port_of("vm1") is None and port_is_free(port)
+    assert proxy_port(demux.proxies, "vm1") is None and port_is_free(port)
 
     async def only_vm2_up():
         targets = by_namespace(await prometheus.active_targets())

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from snapmux.adapters.metrics_proxy.ports import PortRange
+from snapmux.adapters.metrics_proxy.port_range import PortRange
+from snapmux.adapters.metrics_proxy.proxy import MetricsProxies
 from tests.support.requirements import missing
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -51,6 +52,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def proxy_port(proxies: MetricsProxies, namespace: str) -> int | None:
+    """The port of `namespace`'s metrics proxy, None when it has none: read from the proxy itself,
+    not from what service discovery advertises, so tests can hold the two against each other."""
+    proxy = proxies._proxies.get(namespace)
+    return proxy.port if proxy else None
 
 
 def free_port_range(size: int) -> PortRange:

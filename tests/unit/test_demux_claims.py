@@ -24,6 +24,11 @@ B = SnapshotterAddress("unix", "/run/vm-b.vsock", 10000)
 REF = ("labels", REF_LABEL)
 
 
+def claimed(claims: TargetClaims) -> dict[str, str | None]:
+    """Target -> owning namespace (None while its Prepare is still in flight), read from inside."""
+    return {target: claim.owner for target, claim in claims._claims.items()}
+
+
 def walk_filter(target: str, parent: str = "") -> str:
     """Exactly what containerd 1.6's metadata snapshotter sends after AlreadyExists."""
     return f'labels."{REF_LABEL}"=={target},parent=="{parent}"'
@@ -104,24 +109,24 @@ async def test_already_exists_keeps_the_claim_for_one_list():
     claims = TargetClaims(schedule=FakeTimers())
     with pytest.raises(AlreadyExistsError):
         await claims.prepare("vm-a", "t1", already_exists)
-    assert claims.claimed() == {"t1": "vm-a"}
+    assert claimed(claims) == {"t1": "vm-a"}
     assert claims.owner(["kind==committed"]) is None  # no ref selector: not this claim's List
     assert claims.owner([walk_filter("t2")]) is None
     assert claims.owner([walk_filter("t1")]) == "vm-a"
-    assert claims.owner([walk_filter("t1")]) is None and claims.claimed() == {}
+    assert claims.owner([walk_filter("t1")]) is None and claimed(claims) == {}
 
 
 async def test_any_other_outcome_releases_at_once():
     claims = TargetClaims(schedule=FakeTimers())
     assert await claims.prepare("vm-a", "t1", answered) == "mounts"
-    assert claims.claimed() == {}
+    assert claimed(claims) == {}
 
     async def not_found():
         raise NotFoundError("parent snapshot: not found")
 
     with pytest.raises(NotFoundError):
         await claims.prepare("vm-a", "t1", not_found)
-    assert claims.claimed() == {} and claims.owner([walk_filter("t1")]) is None
+    assert claimed(claims) == {} and claims.owner([walk_filter("t1")]) is None
 
 
 async def test_a_second_namespace_waits_for_the_first_ones_list_on_that_target_only():
@@ -154,7 +159,7 @@ async def test_an_unanswered_claim_expires_after_the_hold():
     assert not waiting.done() and [e[0] for e in timers.pending] == [7.5]
     assert timers.fire_all() == 1
     assert await waiting == "mounts"
-    assert claims.claimed() == {} and claims.owner([walk_filter("t1")]) is None
+    assert claimed(claims) == {} and claims.owner([walk_filter("t1")]) is None
 
 
 async def test_a_late_timer_never_releases_a_newer_claim():
@@ -174,7 +179,7 @@ async def test_a_late_timer_never_releases_a_newer_claim():
         await claims.prepare("vm-b", "t1", already_exists)
     timers.pending = timers.pending[:1]  # only vm-a's (released) timer fires
     timers.fire_all()
-    assert claims.claimed() == {"t1": "vm-b"}
+    assert claimed(claims) == {"t1": "vm-b"}
 
 
 async def test_a_cancelled_waiter_leaves_nothing_behind():
@@ -187,7 +192,7 @@ async def test_a_cancelled_waiter_leaves_nothing_behind():
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert claims.owner([walk_filter("t1")]) == "vm-a"
-    assert claims.claimed() == {}
+    assert claimed(claims) == {}
 
 
 async def test_the_default_hold_runs_on_the_event_loop():
@@ -270,7 +275,7 @@ async def test_each_namespace_records_its_own_vms_layer(router, claims):
     assert await containerd_pulls_layer(router, "vm-b", 1, "chain") == "vm-b/1/chain"
     # the same List without a claim fans out and finds both: the first match could be anyone's
     assert sorted(await names(router, walk_filter("chain"))) == ["vm-a/1/chain", "vm-b/1/chain"]
-    assert claims.claimed() == {}
+    assert claimed(claims) == {}
 
 
 async def test_concurrent_pulls_of_one_layer_are_serialised_on_that_layer(router, connector):
@@ -294,7 +299,7 @@ async def test_a_failed_prepare_releases_the_layer_at_once(router, claims, conne
     connector.vm(A).service = FailingVm("/vm/a")
     with pytest.raises(NotFoundError):
         await router.prepare("vm-a/1/extract", "vm-a/0/missing", {REF_LABEL: "chain"})
-    assert claims.claimed() == {}
+    assert claimed(claims) == {}
     assert await containerd_pulls_layer(router, "vm-b", 1, "chain") == "vm-b/1/chain"
 
 
@@ -313,11 +318,11 @@ async def test_other_lists_keep_fanning_out_while_a_layer_is_claimed(router, cla
     with pytest.raises(AlreadyExistsError):
         await router.prepare("vm-a/1/extract", "", {REF_LABEL: "chain"})
     assert sorted(await names(router)) == ["vm-a/1/chain", "vm-b/1/c"]
-    assert claims.claimed() == {"chain": "vm-a"}
+    assert claimed(claims) == {"chain": "vm-a"}
 
 
 async def test_with_namespace_metadata_nothing_is_claimed(router, claims):
     current_namespace.set("vm-a")
     with pytest.raises(AlreadyExistsError):
         await router.prepare("vm-a/1/extract", "", {REF_LABEL: "chain"})
-    assert claims.claimed() == {}
+    assert claimed(claims) == {}

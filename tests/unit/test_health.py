@@ -16,7 +16,7 @@ from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
 from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.http.server import HttpServer
-from snapmux.adapters.local.vsock_bridge import SocketBridge
+from snapmux.adapters.vsock.bridge import SocketBridge
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
 from snapmux.adapters.resolver.firecracker_control import FirecrackerControlAddressResolver
 from snapmux.adapters.resolver.http_api import AddressApi

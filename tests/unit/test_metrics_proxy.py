@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer, label_name, render
-from snapmux.adapters.metrics_proxy.ports import PortAllocator, PortRange
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator, PortRange
 from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, ProxyTarget
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
@@ -19,6 +19,7 @@ from snapmux.domain import metrics as m
 from snapmux.domain.model import SnapshotterAddress
 from tests.fakes.metrics import InMemoryMetricsRegistry
 from tests.support.prometheus import free_port_range as free_range
+from tests.support.prometheus import proxy_port
 
 METRICS_PORT = 10001
 
@@ -132,7 +133,7 @@ async def test_a_connected_vm_gets_a_proxy_that_forwards_scrapes(proxies, vm):
     proxies.dialer.sockets[vm] = vm
     await proxies.connected("vm1", address(vm, vm_id="a"))
     [target] = proxies.targets()
-    assert target == ProxyTarget("vm1", f"127.0.0.1:{proxies.port_of('vm1')}", {"vm_id": "a", "namespace": "vm1"})
+    assert target == ProxyTarget("vm1", f"127.0.0.1:{proxy_port(proxies, 'vm1')}", {"vm_id": "a", "namespace": "vm1"})
     response = await scrape(target.target)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -144,13 +145,13 @@ async def test_a_connected_vm_gets_a_proxy_that_forwards_scrapes(proxies, vm):
 async def test_a_vm_going_away_closes_its_proxy_and_frees_the_port(proxies, vm):
     proxies.dialer.sockets[vm] = vm
     await proxies.connected("vm1", address(vm))
-    port = proxies.port_of("vm1")
+    port = proxy_port(proxies, "vm1")
     await proxies.disconnected("vm1")
-    assert proxies.targets() == [] and proxies.port_of("vm1") is None
+    assert proxies.targets() == [] and proxy_port(proxies, "vm1") is None
     with pytest.raises(httpx.ConnectError):
         await scrape(f"127.0.0.1:{port}")
     await proxies.connected("vm2", address(vm))
-    assert proxies.port_of("vm2") == port
+    assert proxy_port(proxies, "vm2") == port
     assert proxies.metrics.sample("snapmux_metrics_proxies") == 1
 
 

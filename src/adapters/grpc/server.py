@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import grpc
@@ -23,13 +22,6 @@ UNACCEPTED_CALL_SECONDS = 24 * 3600
 """gRPC core cancels a call not accepted within this (default 30 s): under a burst of a thousand
 Lists the last ones came back CANCELLED. Go's server has no such limit; the caller's deadline is
 what bounds a call."""
-
-
-def grpc_target(address: str) -> str:
-    """A listen/dial target for grpc: bare paths are unix sockets."""
-    if address.startswith(("unix:", "unix-abstract:", "vsock:")) or ":" in address and not address.startswith("/"):
-        return address
-    return f"unix://{os.path.abspath(address)}"
 
 
 def new_snapshots_server(

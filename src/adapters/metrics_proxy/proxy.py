@@ -18,7 +18,7 @@ from typing import Protocol
 from snapmux.adapters.http.messages import HttpRequest, HttpResponse, error_response
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.metrics_proxy.forward import Streams, forward
-from snapmux.adapters.metrics_proxy.ports import PortAllocator
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator
 from snapmux.adapters.vsock.dialer import VsockDialer
 from snapmux.domain import metrics as m
 from snapmux.domain.model import SnapshotterAddress
@@ -86,10 +86,6 @@ class MetricsProxies:
 
     def targets(self) -> list[ProxyTarget]:
         return sorted((p.target for p in self._proxies.values()), key=lambda t: t.namespace)
-
-    def port_of(self, namespace: str) -> int | None:
-        proxy = self._proxies.get(namespace)
-        return proxy.port if proxy else None
 
     async def connected(self, namespace: str, address: SnapshotterAddress) -> None:
         async with self._lock:

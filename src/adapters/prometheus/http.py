@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from snapmux.adapters.http.messages import Handler, HttpRequest, HttpResponse, error_response
 from snapmux.adapters.http.server import HttpServer
 from snapmux.adapters.unix_sockets import OWNER_ONLY, SocketAccess
+from snapmux.adapters.vsock.bridge import vsock_listener
 from snapmux.domain import metrics as m
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,8 @@ async def listen(server: HttpServer, address: ListenAddress, access: SocketAcces
     if address.kind == "unix":
         await server.start_unix(address.path, access)
         return str(address)
-    sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    sock = vsock_listener(address.port, backlog=64)
     try:
-        sock.bind((socket.VMADDR_CID_ANY, address.port))
-        sock.listen(64)
         sock.setblocking(False)
         await server.start_socket(sock)
     except BaseException:

@@ -48,12 +48,6 @@ class HttpAddressResolver:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def __aenter__(self) -> HttpAddressResolver:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
 
 @asynccontextmanager
 async def http_address_resolver(base_url: str, *, timeout: float = 2.0) -> AsyncIterator[HttpAddressResolver]:

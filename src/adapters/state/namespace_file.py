@@ -12,9 +12,8 @@ import asyncio
 import json
 import logging
 import os
-import tempfile
 
-from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.durable import write_atomically
 from snapmux.adapters.file_modes import make_dirs
 from snapmux.domain.errors import InvalidArgumentError
 from snapmux.domain.namespaces import validate_namespace
@@ -48,17 +47,7 @@ class JsonFileNamespaceMemory:
     def _write(self, names: list[str]) -> None:
         folder = os.path.dirname(self.path)
         make_dirs(folder, 0o700)
-        fd, staged = tempfile.mkstemp(prefix=".known-namespaces-", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"namespaces": names}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(staged, self.path)
-        except BaseException:
-            os.unlink(staged)
-            raise
-        fsync_dir(folder)
+        write_atomically(self.path, json.dumps({"namespaces": names}).encode(), prefix=".known-namespaces-")
 
 
 def _valid(name: object, path: str) -> bool:

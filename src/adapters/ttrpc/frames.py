@@ -15,7 +15,6 @@ HEADER = struct.Struct(">IIBB")
 MAX_MESSAGE = 4 << 20
 TYPE_REQUEST = 1
 TYPE_RESPONSE = 2
-TYPE_DATA = 3
 
 
 class FrameError(Exception):

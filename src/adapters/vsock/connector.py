@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
@@ -28,8 +27,9 @@ from snapmux.adapters.grpc.server import MAX_MESSAGE_BYTES
 from snapmux.adapters.vsock.dialer import VsockDialer
 from snapmux.adapters.vsock.forwarder import VsockForwarder
 from snapmux.domain.errors import CancelledError, DeadlineExceededError, DomainError, UnavailableError
-from snapmux.domain.model import Info, SnapshotterAddress
+from snapmux.domain.model import Info, Mount, SnapshotterAddress, Usage
 
+T = TypeVar("T")
 
 HEALTH_PROBE_KEY = "snapmux.io/health-probe"
 """Stat of a key no snapshotter has: NotFound is a healthy answer."""
@@ -60,6 +60,40 @@ class GrpcRemoteSnapshotter(GrpcSnapshotService):
         task = asyncio.current_task()
         return self._closing and (task is None or not task.cancelling())
 
+    async def _named_on_failure(self, call: Awaitable[T]) -> T:
+        """Every call: a transport failure (or a cut by our own close) names the VM socket and port."""
+        try:
+            return await call
+        except (UnavailableError, CancelledError, asyncio.CancelledError) as error:
+            raise self.named(error) from None
+
+    async def stat(self, key: str) -> Info:
+        return await self._named_on_failure(super().stat(key))
+
+    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        return await self._named_on_failure(super().update(info, fieldpaths))
+
+    async def usage(self, key: str) -> Usage:
+        return await self._named_on_failure(super().usage(key))
+
+    async def mounts(self, key: str) -> list[Mount]:
+        return await self._named_on_failure(super().mounts(key))
+
+    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        return await self._named_on_failure(super().prepare(key, parent, labels))
+
+    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+        return await self._named_on_failure(super().view(key, parent, labels))
+
+    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        await self._named_on_failure(super().commit(name, key, labels))
+
+    async def remove(self, key: str) -> None:
+        await self._named_on_failure(super().remove(key))
+
+    async def cleanup(self) -> None:
+        await self._named_on_failure(super().cleanup())
+
     async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
         try:
             async for info in super().walk(filters):
@@ -86,21 +120,6 @@ class GrpcRemoteSnapshotter(GrpcSnapshotService):
         await self._channel.close(grace=self._probe_timeout)
         if self._forwarder is not None:
             await self._forwarder.close()
-
-
-def _transport_named(method: Any) -> Any:
-    @functools.wraps(method)
-    async def call(self: GrpcRemoteSnapshotter, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await method(self, *args, **kwargs)
-        except (UnavailableError, CancelledError, asyncio.CancelledError) as error:
-            raise self.named(error) from None
-
-    return call
-
-
-for _name in ("stat", "update", "usage", "mounts", "prepare", "view", "commit", "remove", "cleanup"):
-    setattr(GrpcRemoteSnapshotter, _name, _transport_named(getattr(GrpcSnapshotService, _name)))
 
 
 class VsockSnapshotterConnector:

@@ -29,7 +29,7 @@ from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.local.mounts import MountOptions
 from snapmux.adapters.local.snapshotter import OverlaySnapshotter
-from snapmux.adapters.local.vsock_bridge import SocketBridge, vsock_listener
+from snapmux.adapters.vsock.bridge import SocketBridge, vsock_listener
 from snapmux.adapters.prometheus.http import metrics_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
 from snapmux.adapters.unix_sockets import SocketAccess

@@ -8,12 +8,9 @@ Lifecycles are async Resources; `service.run` starts them in that order and stop
 them in reverse: server first (stop accepting, let in-flight calls finish), then
 the clients and their forwarding sockets, then the resolver's HTTP client.
 
-Listeners (e.g. the per-VM metrics proxy) hear about every VM client created and
-dropped. Wire one by overriding the `listeners` provider, e.g.
-
-    listeners = providers.List(providers.Singleton(MetricsProxyListener, registry, settings.provided.snapshotter.metrics))
-
-(or `container.listeners.add_args(...)` before `init`).
+Listeners hear about every VM client created and dropped: the cached-clients gauge and
+the per-VM metrics proxies, both from `metrics_listener` (entrypoints/demux_snapshotter/metrics.py),
+and the known namespaces.
 """
 
 from __future__ import annotations
@@ -140,8 +137,6 @@ class Container(containers.DeclarativeContainer):
         health,
     )
 
-    listeners = providers.List(metrics_listener)
-
     resolver = providers.Resource(http_resolver, settings.provided.resolver)
 
     connector = providers.Resource(vsock_connector, settings.provided.snapshotter.dialer)
@@ -155,7 +150,7 @@ class Container(containers.DeclarativeContainer):
         remote_snapshotters,
         providers.Singleton(MeasuredAddressResolver, resolver, metrics),
         providers.Singleton(MeasuredSnapshotterConnector, connector, metrics),
-        listeners,
+        metrics_listener,
         settings.provided.snapshotter.cache,
         known_namespaces,
     )

@@ -1,7 +1,7 @@
 """The demux's metrics: its own registry, per-VM metrics proxies and Prometheus service discovery.
 
-One Resource, `demux_metrics`, yields the client-cache listener that keeps the
-cached-clients gauge and (with `[snapshotter.metrics] enable`) one proxy per VM;
+One Resource, `demux_metrics`, yields the client-cache listeners: the cached-clients
+gauge and (with `[snapshotter.metrics] enable`) the per-VM proxies;
 with `[snapshotter.metrics.service_discovery] enable` it also serves the SD
 document at `http://<host>:<port>/` and the demux's own metrics at `/metrics`
 on that port (listed in the SD document as one more target).
@@ -10,38 +10,22 @@ on that port (listed in the SD document as one more target).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
-from snapmux.adapters.metrics_proxy.ports import PortAllocator, PortRange
+from snapmux.adapters.metrics_proxy.port_range import PortAllocator, PortRange
 from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, VsockMetricsDialer
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.application.metrics_demux import RemoteClientsGauge
 from snapmux.application.remote_clients import RemoteSnapshotterListener
 from snapmux.domain import metrics as m
-from snapmux.domain.model import SnapshotterAddress
 from snapmux.domain.ports import HealthCheck
 from snapmux.entrypoints.lifecycle import listening_on
 from snapmux.entrypoints.demux_snapshotter.settings import DialerSettings, MetricsSettings
 
 log = logging.getLogger(__name__)
-
-
-class Listeners:
-    """Several client-cache listeners heard as one, in order."""
-
-    def __init__(self, listeners: Sequence[RemoteSnapshotterListener]) -> None:
-        self._listeners = list(listeners)
-
-    async def connected(self, namespace: str, address: SnapshotterAddress) -> None:
-        for listener in self._listeners:
-            await listener.connected(namespace, address)
-
-    async def disconnected(self, namespace: str) -> None:
-        for listener in self._listeners:
-            await listener.disconnected(namespace)
 
 
 async def demux_metrics(
@@ -50,7 +34,7 @@ async def demux_metrics(
     registry: CollectorRegistry,
     metrics: m.MetricsRegistry,
     health: HealthCheck | None = None,
-) -> AsyncIterator[Listeners]:
+) -> AsyncIterator[list[RemoteSnapshotterListener]]:
     listeners: list[RemoteSnapshotterListener] = [RemoteClientsGauge(metrics)]
     proxies = None
     if settings.enable:
@@ -69,7 +53,7 @@ async def demux_metrics(
         log.info("Prometheus service discovery on http://%s:%d/ (demux metrics at /metrics, health at /healthz)",
                  settings.host, port)
     try:
-        yield Listeners(listeners)
+        yield listeners
     finally:
         if discovery is not None:
             await discovery.stop()

@@ -49,6 +49,7 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from snapmux.adapters.metrics_proxy.port_range import PortRange
 from snapmux.adapters.unix_sockets import SocketAccess, group_id
 from snapmux.entrypoints.demux_snapshotter.main import DEFAULT_CONFIG
 from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, LogFormat, LogLevel, load_layered
@@ -164,10 +165,7 @@ class MetricsSettings(_Section):
     @field_validator("port_range")
     @classmethod
     def _range(cls, text: str) -> str:
-        found = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text)
-        if not found or not 1 <= int(found.group(1)) <= int(found.group(2)) <= 65535:
-            raise ValueError(f"{text!r} is not A-B with 1 <= A <= B <= 65535")
-        return f"{int(found.group(1))}-{int(found.group(2))}"
+        return str(PortRange.parse(text))
 
     @model_validator(mode="after")
     def _discovery_outside_range(self) -> MetricsSettings:
@@ -178,8 +176,8 @@ class MetricsSettings(_Section):
 
     @property
     def ports(self) -> tuple[int, int]:
-        low, high = self.port_range.split("-")
-        return int(low), int(high)
+        parsed = PortRange.parse(self.port_range)
+        return parsed.first, parsed.last
 
 
 class SnapshotterSection(_Section):

@@ -1,4 +1,4 @@
-"""Host ports for per-VM metrics proxies: the first free port of a configured range.
+"""A TCP port range for per-VM metrics proxies, and the first free port in it.
 
 A port is "free" when we do not hold it and bind() succeeds, so ports other
 processes listen on are skipped rather than trusted to a list. The bound
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PortRange:
+    """Inclusive TCP ports `first`..`last`; `parse` is the one reading of the `A-B` text (settings use it)."""
+
     first: int
     last: int
 

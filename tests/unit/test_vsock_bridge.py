@@ -12,7 +12,7 @@ import grpc
 
 from snapmux.adapters.grpc.client import GrpcSnapshotService
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
-from snapmux.adapters.local.vsock_bridge import SocketBridge
+from snapmux.adapters.vsock.bridge import SocketBridge
 from snapmux.domain.model import Kind
 from tests.fakes.snapshots import InMemorySnapshotService
 

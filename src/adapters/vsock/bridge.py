@@ -1,8 +1,8 @@
-"""Serve a gRPC server that listens on a unix socket to AF_VSOCK clients too.
+"""AF_VSOCK listening inside a VM (the snapshots API and the metrics endpoint), in one place.
 
-grpcio's wheels are built without vsock support ("VSOCK is not supported" on
-`vsock:` listen targets) and offer no way to hand the server a listening fd, so
-we accept on the AF_VSOCK socket ourselves and splice each connection, byte for
+The HTTP server takes the listening socket as it is. grpcio's wheels are built
+without vsock support ("VSOCK is not supported" on `vsock:` listen targets) and
+offer no way to hand the server a listening fd, so for gRPC we accept on the AF_VSOCK socket ourselves and splice each connection, byte for
 byte, to the server's private unix socket. HTTP/2 passes through untouched.
 """
 
@@ -18,12 +18,12 @@ log = logging.getLogger(__name__)
 BUFFER_BYTES = 256 * 1024
 
 
-def vsock_listener(port: int, cid: int = socket.VMADDR_CID_ANY) -> socket.socket:
+def vsock_listener(port: int, cid: int = socket.VMADDR_CID_ANY, backlog: int = 128) -> socket.socket:
     """A listening AF_VSOCK socket (cid ANY: reachable by the host and, where the kernel has loopback, by cid 1)."""
     sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
     try:
         sock.bind((cid, port))
-        sock.listen(128)
+        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
