@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from snapmux.adapters.cvmfs.snapshotter import REMOTE_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
 from tests.support.containerd import Containerd, wait_until
-from tests.support.images import WHITEOUT_IMAGE_LISTING, BuiltImage, whiteout_image
+from tests.support.images import LAYER_ZSTD, WHITEOUT_IMAGE_LISTING, BuiltImage, whiteout_image
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,24 @@ def test_published_image_runs_without_downloading_its_layers(stack, tmp_path):
         assert stack.registry.blob_fetches(layer.digest, since=mark) == []
     for chain_id in chain_ids(image):
         assert stack.is_remote(chain_id)
+
+
+def test_a_published_zstd_image_is_served_in_place(stack, tmp_path):
+    """tar+zstd layers, written by Python, pushed as they are: published, then run by containerd
+    from the layout with no blob of theirs fetched from the registry."""
+    image = whiteout_image(str(tmp_path / "oci"), compress="zstd")
+    reference = stack.push_and_publish(image, "snapmux/zstd:v1")
+    request = urllib.request.Request(f"http://{stack.registry.host}/v2/snapmux/zstd/manifests/v1",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        manifest = json.load(response)
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {LAYER_ZSTD}  # the registry serves zstd
+    mark = stack.rpull(reference)
+    ran = stack.containerd.ctr("run", "--rm", "--snapshotter", SNAPSHOTTER, reference, "z1", "cat", "/data/top.txt")
+    assert ran.stdout == "from layer 3\n"  # a file of the top zstd layer
+    for layer in image.layers:
+        assert stack.registry.blob_fetches(layer.digest, since=mark) == []
+    assert all(stack.is_remote(chain_id) for chain_id in chain_ids(image))
 
 
 def test_unpublished_middle_layer_falls_back_and_the_rest_stays_remote(stack, tmp_path):
