@@ -40,6 +40,13 @@ def test_a_zstd_layer_is_extracted_like_a_gzip_one(tmp_path):
     assert (tmp_path / "layerfs" / "d" / "hello.txt").read_bytes() == b"hello zstd\n"
 
 
+def test_a_zstd_layer_may_start_with_a_skippable_frame(tmp_path):
+    metadata = b"not a tar"
+    blob = (0x184D2A5E).to_bytes(4, "little") + len(metadata).to_bytes(4, "little") + metadata
+    extract_layer(io.BytesIO(blob + zstd_tar([info("f", data=b"after the frame")])), str(tmp_path / "layerfs"))
+    assert (tmp_path / "layerfs" / "f").read_bytes() == b"after the frame"
+
+
 def test_a_zstd_bomb_stops_at_the_byte_limit(tmp_path):
     bomb = zstd_tar([info("zeros", data=bytes(16 << 20))])
     assert len(bomb) < 64 << 10

@@ -25,6 +25,8 @@ else:
     from backports import zstd
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_SKIPPABLE, _SKIPPABLE_MASK = 0x184D2A50, 0xFFFFFFF0
+"""A skippable frame (metadata, e.g. zstd:chunked's) may come first: zstd too, as containerd says."""
 ZSTD_WINDOW_LOG_MAX = 27
 _OPTIONS = {zstd.DecompressionParameter.window_log_max: ZSTD_WINDOW_LOG_MAX}
 
@@ -33,9 +35,13 @@ def open_layer(stream: IO[bytes]) -> tuple[IO[bytes], str]:
     """The layer's tar stream and the tarfile mode to read it with."""
     head = stream.read(len(ZSTD_MAGIC))
     replayed = _Replayed(head, stream)
-    if head == ZSTD_MAGIC:
+    if _is_zstd(head):
         return _ZstdReader(replayed), "r|"  # a tar inside, nothing else: no zstd of gzip of ...
     return replayed, "r|*"  # type: ignore[return-value]
+
+
+def _is_zstd(head: bytes) -> bool:
+    return head == ZSTD_MAGIC or (len(head) == 4 and int.from_bytes(head, "little") & _SKIPPABLE_MASK == _SKIPPABLE)
 
 
 class _Replayed:
