@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from snapmux.domain.labels import REMOTE_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
 from tests.support.containerd import Containerd, wait_until
-from tests.support.images import WHITEOUT_IMAGE_LISTING, BuiltImage, whiteout_image
+from tests.support.images import LAYER_ZSTD, WHITEOUT_IMAGE_LISTING, BuiltImage, whiteout_image
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,32 @@ def test_published_image_runs_without_downloading_its_layers(stack, tmp_path):
         assert stack.registry.blob_fetches(layer.digest, since=mark) == []
     for chain_id in chain_ids(image):
         assert stack.is_remote(chain_id)
+
+
+@pytest.mark.parametrize("writer", ["python", "skopeo"])
+def test_a_published_zstd_image_is_served_in_place(stack, tmp_path, writer):
+    """tar+zstd layers - written by Python, or recompressed by `skopeo copy --dest-compress-format
+    zstd` on the way to the registry - published, then run by containerd from the layout with no
+    blob of theirs fetched from the registry."""
+    image = whiteout_image(str(tmp_path / "oci"), compress="zstd" if writer == "python" else True)
+    options = ["--dest-compress-format", "zstd"] if writer == "skopeo" else []
+    reference = stack.registry.push(image.layout, image.tag, "snapmux/zstd:v1", *options)
+    assert publish(["--plain-http", "--target", str(stack.layout), reference]) == 0
+    layers = registry_manifest(stack.registry, "snapmux/zstd", "v1")["layers"]
+    assert {layer["mediaType"] for layer in layers} == {LAYER_ZSTD}  # the registry serves zstd
+    mark = stack.rpull(reference)
+    ran = stack.containerd.ctr("run", "--rm", "--snapshotter", SNAPSHOTTER, reference, "z1", "cat", "/data/top.txt")
+    assert ran.stdout == "from layer 3\n"  # a file of the top zstd layer
+    for layer in layers:
+        assert stack.registry.blob_fetches(layer["digest"], since=mark) == []
+    assert all(stack.is_remote(chain_id) for chain_id in chain_ids(image))
+
+
+def registry_manifest(registry: Registry, repo: str, tag: str) -> dict:
+    request = urllib.request.Request(f"http://{registry.host}/v2/{repo}/manifests/{tag}",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
 
 def test_unpublished_middle_layer_falls_back_and_the_rest_stays_remote(stack, tmp_path):

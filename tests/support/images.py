@@ -20,9 +20,12 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from snapmux.adapters.cvmfs.layer_compression import zstd
+
 BUSYBOX = "/bin/busybox"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,13 @@ class Descriptor:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
-def write_layer(layout: str, entries: Iterable[Entry], compress: bool = True) -> Descriptor:
+def write_layer(layout: str, entries: Iterable[Entry], compress: bool | str = True) -> Descriptor:
+    """`compress`: True (gzip), "zstd", or False (a plain tar)."""
     blobs = os.path.join(layout, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=blobs, delete=False) as out:
         outer = _Hashing(out)
-        zipped = gzip.GzipFile(fileobj=outer, mode="wb", compresslevel=1, mtime=0) if compress else None
+        zipped = _compressor(outer, compress)
         inner = _Hashing(zipped or outer)
         with tarfile.open(fileobj=inner, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for entry in entries:
@@ -137,8 +141,14 @@ def write_layer(layout: str, entries: Iterable[Entry], compress: bool = True) ->
             zipped.close()
     digest = outer.hash.hexdigest()
     os.rename(out.name, os.path.join(blobs, digest))
-    return Descriptor(LAYER_GZIP if compress else LAYER_TAR, f"sha256:{digest}", outer.size,
-                      f"sha256:{inner.hash.hexdigest()}")
+    media_type = LAYER_ZSTD if compress == "zstd" else LAYER_GZIP if compress else LAYER_TAR
+    return Descriptor(media_type, f"sha256:{digest}", outer.size, f"sha256:{inner.hash.hexdigest()}")
+
+
+def _compressor(outer: _Hashing, compress: bool | str):
+    if compress == "zstd":
+        return zstd.ZstdFile(outer, mode="w", level=3)
+    return gzip.GzipFile(fileobj=outer, mode="wb", compresslevel=1, mtime=0) if compress else None
 
 
 def _write_blob(layout: str, media_type: str, document: dict) -> Descriptor:
@@ -192,7 +202,7 @@ WHITEOUT_IMAGE_LISTING = "/data/dir/new.txt /data/keep.txt /data/middle-link.txt
 """What `find /data -type f | sort` prints in a container of that image."""
 
 
-def whiteout_image(layout: str, tag: str = "v1", compress: bool = True, variant: str = "") -> BuiltImage:
+def whiteout_image(layout: str, tag: str = "v1", compress: bool | str = True, variant: str = "") -> BuiltImage:
     """`variant` changes every layer (a file under /etc), so chain IDs differ from other variants."""
     if os.path.exists(layout):
         shutil.rmtree(layout)

@@ -85,10 +85,11 @@ class Registry:
         except OSError:
             return False
 
-    def push(self, layout: str, tag: str, reference: str) -> str:
-        """Copies `oci:layout:tag` to `<host>/<reference>`; returns the full reference."""
+    def push(self, layout: str, tag: str, reference: str, *options: str) -> str:
+        """Copies `oci:layout:tag` to `<host>/<reference>` (`options`: more skopeo copy flags);
+        returns the full reference."""
         target = f"{self.host}/{reference}"
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *options, f"oci:{layout}:{tag}",
                         f"docker://{target}"], check=True, capture_output=True, timeout=600)
         return target
 

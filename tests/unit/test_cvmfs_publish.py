@@ -193,7 +193,8 @@ def test_image_specs_name_their_source(tmp_path):
     assert isinstance(registry, RegistrySource) and (registry.repo, registry.ref) == ("a/b", "v2")
     assert str(registry.client.base_url) == "http://127.0.0.1:5000/v2/"
     assert open_source("127.0.0.1:5000/a", str(tmp_path)).ref == "latest"
-    for bad in ("no-host", "127.0.0.1:5000/Upper:tag", "127.0.0.1:5000/a:b@sha256:xyz"):
+    assert open_source("no-host", str(tmp_path)).repo == "library/no-host"  # on Docker Hub, as docker says
+    for bad in ("No-host", "127.0.0.1:5000/Upper:tag", "127.0.0.1:5000/a:b@sha256:xyz"):
         with pytest.raises(InvalidArgumentError):
             open_source(bad, str(tmp_path))
 

@@ -230,7 +230,7 @@ def test_an_oci_archive_with_a_huge_header_is_refused_without_reading_it(tmp_pat
     "registry.example//a", "registry.example/a/", "registry.example/A",
 ])
 def test_an_image_reference_that_could_bend_the_registry_url_is_refused(tmp_path, reference):
-    with pytest.raises(InvalidArgumentError, match="is not host/repository"):
+    with pytest.raises(InvalidArgumentError, match=r"is not \[host\[:port\]/\]repository"):
         RegistrySource(reference, str(tmp_path))
 
 

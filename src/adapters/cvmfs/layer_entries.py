@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from snapmux.adapters.cvmfs.layer_compression import open_layer
 from snapmux.domain.errors import InvalidArgumentError
 
 XATTR_PAX = "SCHILY.xattr."
@@ -96,10 +97,11 @@ class BoundedTarInfo(tarfile.TarInfo):
 
 
 def entries(stream: IO[bytes], limits: LayerLimits) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """Each entry of a (gzip or plain) layer tar, checked; the layer's totals are bounded."""
+    """Each entry of a (zstd, gzip or plain) layer tar, checked; the layer's totals are bounded."""
     _state.limits, total, count = limits, 0, 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=BoundedTarInfo) as tar:
+        tar_stream, mode = open_layer(stream)
+        with tarfile.open(fileobj=tar_stream, mode=mode, tarinfo=BoundedTarInfo) as tar:
             while (member := tar.next()) is not None:
                 tar.members.clear()  # stream mode needs none of them back; a million would stay in memory
                 count += 1

@@ -46,10 +46,41 @@ INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docke
 MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REF = re.compile(  # distribution's reference grammar: no "..", userinfo or query can reach a URL
-    r"(?P<host>(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?)"
-    rf"/(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
+_NAME = re.compile(  # distribution's reference grammar: no "..", userinfo or query can reach a URL
+    rf"(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?", re.ASCII)
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ALIASES = {DOCKER_HUB, "index.docker.io"}
+DOCKER_HUB_REGISTRY = "registry-1.docker.io"
+"""Where containerd and docker actually talk to for `docker.io` names."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    host: str
+    """The registry to connect to (`docker.io` names: DOCKER_HUB_REGISTRY)."""
+    repo: str
+    ref: str
+    """The digest if given, else the tag, else `latest`."""
+
+
+def parse_reference(reference: str) -> Reference:
+    """As docker and containerd normalise names (distribution's ParseNormalizedNamed): the first
+    component is a host only if it has a `.` or `:`, is `localhost` or is not lowercase; else the
+    name is on docker.io, where a one-component name is under `library/`."""
+    first, slash, rest = reference.partition("/")
+    if slash and (any(c in first for c in ".:") or first == "localhost" or first != first.lower()):
+        host, name = first, rest
+    else:
+        host, name = DOCKER_HUB, reference
+    if host in DOCKER_HUB_ALIASES:
+        host, name = DOCKER_HUB_REGISTRY, name if "/" in name else f"library/{name}"
+    found = _NAME.fullmatch(name)
+    if not found or not _HOST.fullmatch(host):
+        raise InvalidArgumentError(f"image reference {reference!r} is not [host[:port]/]repository[:tag][@digest]")
+    return Reference(host, found["repo"], found["digest"] or found["tag"] or "latest")
 
 
 @dataclass(frozen=True)
@@ -180,15 +211,12 @@ class RegistrySource(ImageSource):
 
     def __init__(self, reference: str, spool_dir: str, plain_http: bool = False, authfile: str | None = None) -> None:
         super().__init__()
-        found = _REF.fullmatch(reference)
-        if not found:
-            raise InvalidArgumentError(f"image reference {reference!r} is not host/repository[:tag][@digest]")
-        self.repo, self.spool_dir = found["repo"], spool_dir
-        self.ref = found["digest"] or found["tag"] or "latest"
+        parsed = parse_reference(reference)
+        self.repo, self.ref, self.spool_dir = parsed.repo, parsed.ref, spool_dir
         scheme = "http" if plain_http else "https"
         self._manifests: dict[str, bytes] = {}
-        self.client = httpx.Client(base_url=f"{scheme}://{found['host']}/v2/", follow_redirects=True, timeout=60,
-                                   auth=RegistryAuth(credentials_for(found["host"], authfile)))
+        self.client = httpx.Client(base_url=f"{scheme}://{parsed.host}/v2/", follow_redirects=True, timeout=60,
+                                   auth=RegistryAuth(credentials_for(parsed.host, authfile)))
 
     def top_descriptor(self) -> dict:
         return {"digest": self.ref if self.ref.startswith("sha256:") else self._manifest_digest(self.ref)}

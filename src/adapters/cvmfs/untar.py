@@ -40,7 +40,7 @@ _OPEN_DIRS = 64
 
 
 def extract_layer(stream: IO[bytes], root: str, limits: LayerLimits | None = None) -> None:
-    """Stream a (gzip or plain) layer tar into `root`, created here; directory metadata last."""
+    """Stream a (zstd, gzip or plain) layer tar into `root`, created here; directory metadata last."""
     os.makedirs(root, mode=0o755)
     limits = limits or LayerLimits()
     with _Extractor(root, limits.max_directories) as extractor:

@@ -34,7 +34,8 @@ def publish_image(source: ImageSource, publisher: LayoutPublisher) -> PublishRep
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvmfs-snapshotter publish", description=__doc__.split("\n\n")[0])
-    parser.add_argument("image", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or HOST/REPO[:TAG|@DIGEST]")
+    parser.add_argument("image", help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or [HOST/]REPO[:TAG|@DIGEST], "
+                        "named as docker does (busybox: registry-1.docker.io/library/busybox:latest)")
     parser.add_argument("--target", required=True, help="root of the layout (gets .layers/<xx>/<hex>/layerfs)")
     parser.add_argument("--plain-http", action="store_true", help="talk to the registry over http")
     parser.add_argument("--authfile", default=default_authfile(),
