@@ -45,6 +45,9 @@ class Image:
 class ImageSource:
     """Template: subclasses read raw blobs and the top-level descriptor."""
 
+    platform: str | None = None
+    """`os/arch[/variant]` to pick from an index; None: this machine's."""
+
     def top_descriptor(self) -> dict: ...
 
     def read(self, digest: str) -> bytes:
@@ -64,7 +67,7 @@ class ImageSource:
             document = json.loads(manifest)
             if "layers" in document:
                 return Image(digest, manifest, self.read(document["config"]["digest"]))
-            digest = _platform_manifest(document)["digest"]
+            digest = _platform_manifest(document, self.platform)["digest"]
         raise InvalidArgumentError(f"image index nesting too deep at {digest}")
 
 
@@ -74,13 +77,18 @@ def _verified(digest: str, data: bytes) -> bytes:
     return data
 
 
-def _platform_manifest(index: dict) -> dict:
-    arch = _ARCH.get(platform.machine(), platform.machine())
+def host_platform() -> str:
+    return f"linux/{_ARCH.get(platform.machine(), platform.machine())}"
+
+
+def _platform_manifest(index: dict, wanted_platform: str | None = None) -> dict:
+    os_name, arch, variant = ((wanted_platform or host_platform()).split("/") + [""])[:3]
     for entry in index.get("manifests", []):
         wanted = entry.get("platform", {})
-        if wanted.get("os", "linux") == "linux" and wanted.get("architecture", arch) == arch:
+        if wanted.get("os", "linux") == os_name and wanted.get("architecture", arch) == arch \
+                and (not variant or wanted.get("variant", variant) == variant):
             return entry
-    raise NotFoundError(f"image index has no manifest for linux/{arch}")
+    raise NotFoundError(f"image index has no manifest for {wanted_platform or host_platform()}")
 
 
 def _by_tag(index: dict, tag: str | None, where: str) -> dict:
