@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 IGNORED_KEYS = ("user", "cvmfs_repo", "output_format")
 _HUB_ALIASES = {"registry.hub.docker.com", "docker.io", "index.docker.io", "hub.docker.com"}
+_TOLD: set[str] = set()
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
@@ -91,7 +92,8 @@ def load_recipe(path: str, plain_http: bool = False) -> list[Wanted]:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidArgumentError(f"recipe {path}: key 'input' must be a non-empty list of image references")
     ignored = [key for key in IGNORED_KEYS if key in document]
-    if ignored:
+    if ignored and path not in _TOLD:
+        _TOLD.add(path)  # --loop re-reads the recipe every pass: say it once
         log.warning("recipe %s: ignoring %s (no CVMFS transaction and no thin images here)", path, ", ".join(ignored))
     unknown = sorted(set(document) - {"version", "input", *IGNORED_KEYS})
     if unknown:
