@@ -1,0 +1,67 @@
+"""A site publisher killed -9 at random points, 20+ rounds on one target: after every kill, each
+layer or chain that looks available (its final name exists) is complete, byte for byte what an
+uninterrupted run writes; stale lock files of the dead publisher are taken over; the next run
+completes the target. Kill points are drawn from a seeded RNG over the span of a full run."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.site_images import complete_entries, family, fingerprint
+
+pytestmark = pytest.mark.integration
+ROUNDS = 20
+
+
+def run_argv(target, images):
+    return [sys.executable, "-m", "snapmux.entrypoints.cvmfs_snapshotter.publish", "--jobs", "3",
+            "--target", str(target), *(image.oci_ref for image in images)]
+
+
+def test_killed_at_random_points_nothing_incomplete_looks_available_and_the_next_run_completes(tmp_path):
+    images = list(family(str(tmp_path / "images"), ["app:1", "app:2", "app:3"], shared_mb=6, own_mb=3,
+                         extra_layers=3).values())
+    reference = tmp_path / "reference"
+    started = time.monotonic()
+    subprocess.run(run_argv(reference, images), check=True, capture_output=True, timeout=300)
+    span = time.monotonic() - started
+    expected = fingerprint(str(reference))
+    target, rng, killed_mid_way = tmp_path / "target", random.Random(1313), 0
+    for _ in range(ROUNDS):
+        publisher = subprocess.Popen(run_argv(target, images), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            publisher.wait(timeout=rng.uniform(0.1, 1.1) * span)
+        except subprocess.TimeoutExpired:
+            publisher.kill()
+            killed_mid_way += 1
+        publisher.wait(timeout=60)
+        seen = fingerprint(str(target))
+        assert {path: entry for path, entry in seen.items() if expected.get(path) != entry} == {}
+        roots = {path.split("/")[0] + "/" + path.split("/")[1] for path in seen}
+        for root in roots:  # an available entry is all of it, not a prefix
+            assert {p for p in expected if p.startswith(root + "/") or p == root} == \
+                {p for p in seen if p.startswith(root + "/") or p == root}
+        if publisher.returncode == 0:
+            _undo_some(target, rng)  # keep it interesting: the next round has work again
+    assert killed_mid_way >= ROUNDS // 2
+    done = subprocess.run(run_argv(target, images), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert fingerprint(str(target)) == expected
+    assert complete_entries(str(target), ".chains") == complete_entries(str(reference), ".chains")
+
+
+def _undo_some(target, rng):
+    """Drop a few finished entries (as GC would: rename aside, then delete)."""
+    for kind in (".layers", ".chains"):
+        for name in rng.sample(complete_entries(str(target), kind), 2):
+            path = os.path.join(target, kind, name[:2], name)
+            aside = os.path.join(os.path.dirname(path), f".gone-{name}")
+            os.rename(path, aside)
+            shutil.rmtree(aside)
