@@ -29,9 +29,8 @@ A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 
 
 def test_chain_ids_are_ducc_s():
-    first = hashlib.sha256(A.encode()).hexdigest()
-    second = hashlib.sha256(f"sha256:{first} {B}".encode()).hexdigest()
-    assert ducc.chain_ids([A, B]) == [f"sha256:{first}", f"sha256:{second}"]
+    second = hashlib.sha256(f"{'a' * 64} {'b' * 64}".encode()).hexdigest()  # cvmfs/ducc GenerateChainFromManifest
+    assert ducc.chain_ids([A, B]) == [A, f"sha256:{second}"]
     assert ducc.chain_dir("/base", second) == f"/base/.chains/{second[:2]}/{second}"
     with pytest.raises(InvalidArgumentError):
         ducc.chain_ids(["sha256:../../etc"])

@@ -5,13 +5,13 @@
     <base>/.metadata/images/<key>.json     reference -> manifest digest, layers, chains
     <base>/.metadata/manifests/<hex>/      manifest.json and config.json as pulled
 
-Chain ids are DUCC's, not containerd's (which hash uncompressed diff ids): the first is
-sha256 of the first layer's compressed digest string (`sha256:<hex>`), each next one
-sha256 of `"<previous chain id> <layer digest>"`, both ids written `sha256:<hex>`. So a
+Chain ids are DUCC's, not containerd's (which hash uncompressed diff ids), as its
+`GenerateChainFromManifest` computes them: the first is the first layer's compressed digest
+itself, each next one `sha256:` + sha256 of `"<previous id hex> <layer digest hex>"`. So a
 reader can find a chain from the layer digests alone (the CRI labels carry those).
 
 A chain directory exists only once complete: it is built in `.chains/<xx>/.tmp-*` and
-renamed into place (chains.py), removed by renaming aside first (publish_gc.py).
+renamed into place (chain_build.py), removed by renaming aside first (publish_gc.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ def chain_ids(layer_digests: Sequence[str]) -> list[str]:
     """DUCC's chain id of every prefix of the image's layers, bottom first, as `sha256:<hex>`."""
     found: list[str] = []
     for digest in layer_digests:
-        parse_digest(digest)
-        text = digest if not found else f"{found[-1]} {digest}"
+        layer_hex = parse_digest(digest)
+        if not found:
+            found.append(digest)
+            continue
+        text = f"{parse_digest(found[-1])} {layer_hex}"
         found.append("sha256:" + hashlib.sha256(text.encode()).hexdigest())
     return found
 

@@ -3,8 +3,10 @@
 What is referenced comes from the image records (`.metadata/images/*.json`, written by every
 publish, also before its layers): a record is live while its image is wanted (`wanted`: the
 record keys of this run's recipe) or was published less than `grace` seconds ago, because
-nodes may still run containers from it. Everything published by snapmux (layers with the
-marker, chains) that no live record names goes, as do the dead records.
+nodes may still run containers from it. Layers published by snapmux (the marker) that no
+live record names go, and chains a dead record names and no live one does (chains carry
+no marker; DUCC's own are never touched); then the dead records, unless something they
+name was busy and is left for the next collection.
 
 One collector at a time (`.metadata/.gc.lock`). Each removal holds the entry's own lock
 (a publisher writing it right now keeps it) and is atomic: rename to `.tmp-gc-*` beside it,
@@ -51,18 +53,23 @@ def collect(base: str, wanted: set[str], grace: float, stale_after: float = DEFA
     with FileLock(ducc.metadata_dir(base, ducc.GC_LOCK), stale_after).held():
         _remove_interrupted(base)
         live, dead = _records(base, wanted, time.time() - grace)
-        keep_layers = {digest.removeprefix("sha256:") for record in live for digest in record["layers"]}
-        keep_chains = {digest.removeprefix("sha256:") for record in live for digest in record["chains"]}
+        keep_layers = _hexes(live, "layers")
+        ours = _hexes([record for _, record in dead], "chains") - _hexes(live, "chains")
         for hex_digest, path in _entries(base, ducc.LAYERS_DIR):
             if hex_digest not in keep_layers and os.path.isfile(os.path.join(path, PUBLISHED_MARKER)):
                 _remove(path, hex_digest, report.layers, report, stale_after)
         for hex_digest, path in _entries(base, ducc.CHAINS_DIR):
-            if hex_digest not in keep_chains:
+            if hex_digest in ours:  # chains carry no marker: only those a record of ours named
                 _remove(path, hex_digest, report.chains, report, stale_after)
-        for path in dead:
-            os.unlink(path)
-            report.records += 1
+        if not report.busy:  # else the records still name what is left, for the next collection
+            for path, _ in dead:
+                os.unlink(path)
+                report.records += 1
     return report
+
+
+def _hexes(records: list[dict], key: str) -> set[str]:
+    return {digest.removeprefix("sha256:") for record in records for digest in record[key]}
 
 
 def _remove_interrupted(base: str) -> None:
@@ -76,7 +83,7 @@ def _remove_interrupted(base: str) -> None:
                     shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
-def _records(base: str, wanted: set[str], cutoff: float) -> tuple[list[dict], list[str]]:
+def _records(base: str, wanted: set[str], cutoff: float) -> tuple[list[dict], list[tuple[str, dict]]]:
     folder = ducc.metadata_dir(base, ducc.IMAGE_RECORDS_DIR)
     live, dead = [], []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -95,7 +102,7 @@ def _records(base: str, wanted: set[str], cutoff: float) -> tuple[list[dict], li
         if name.removesuffix(".json") in wanted or recent:
             live.append(record)
         else:
-            dead.append(path)
+            dead.append((path, record))
     return live, dead
 
 

@@ -5,7 +5,7 @@ index), then its missing layers are fetched by a pool of `jobs` workers shared b
 images; a layer wanted twice is fetched once. A layer already in place costs one stat
 and no request. Across processes and hosts, each layer is fetched under its lock file
 (locks.py), so two publishers never download it both; whoever waited finds it in place.
-Once an image's layers are in, its chains are built (chains.py) and its record written
+Once an image's layers are in, its chains are built (chain_build.py) and its record written
 (`.metadata/`, ducc.py). Each image fails alone: the error is kept in its result and the
 others go on. `stop` (SIGTERM) lets running layers finish and starts no new one.
 """
@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs import ducc
-from snapmux.adapters.cvmfs.chains import build_chain, remove_leftovers
+from snapmux.adapters.cvmfs.chain_build import build_chain, remove_leftovers
 from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWaitStopped
 from snapmux.adapters.cvmfs.oci import ImageSource, RegistrySource, host_platform, open_source
