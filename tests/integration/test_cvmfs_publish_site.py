@@ -5,6 +5,7 @@ and two publishers at once (blob GETs counted in the registry's access log)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from snapmux.adapters.cvmfs.site_publish import record_key
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
 from tests.integration.conftest import require_binaries
 from tests.support.containerd import wait_until
+from tests.support.images import WHITEOUT_IMAGE_LAYERS, file, write_image, write_layer
 from tests.support.registry import Registry
 from tests.support.site_images import complete_entries, family, fingerprint
 
@@ -187,3 +189,42 @@ def test_two_publishers_at_once_fetch_every_layer_exactly_once_and_agree_with_on
     assert subprocess.run(argv(alone), capture_output=True, timeout=300).returncode == 0
     assert fingerprint(str(shared)) == fingerprint(str(alone))
     assert complete_entries(str(shared), ".chains") == chains_of(*built.values())
+
+
+def push_multi_arch(registry, tmp_path):
+    """An index of linux/amd64 and linux/arm64 manifests sharing a base, pushed with all platforms."""
+    layout = str(tmp_path / "multi")
+    base = [write_layer(layout, entries) for entries in WHITEOUT_IMAGE_LAYERS]
+    tops = {arch: write_layer(layout, [file(f"etc/arch-{arch}", arch)]) for arch in ("amd64", "arm64")}
+    manifests = {arch: write_image(layout, "v1", [*base, top], ["/bin/true"]).manifest for arch, top in tops.items()}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {**manifests[arch].json(), "platform": {"os": "linux", "architecture": arch}} for arch in manifests]}
+    with open(os.path.join(layout, "index.json"), "w") as out:
+        json.dump({"schemaVersion": 2, "manifests": [{**_blob(layout, index), "annotations": {
+            "org.opencontainers.image.ref.name": "multi"}}]}, out)
+    subprocess.run(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:multi",
+                    f"docker://{registry.host}/multi:v1"], check=True, capture_output=True, timeout=300)
+    return {arch: parse_digest(top.digest) for arch, top in tops.items()}
+
+
+def _blob(layout, document):
+    data = json.dumps(document).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(layout, "blobs", "sha256", digest), "wb") as out:
+        out.write(data)
+    return {"mediaType": document["mediaType"], "digest": f"sha256:{digest}", "size": len(data)}
+
+
+async def test_platform_picks_manifests_from_a_multi_arch_index(registry, tmp_path):
+    tops = push_multi_arch(registry, tmp_path)
+    one, both = tmp_path / "one", tmp_path / "both"
+    source = f"{registry.host}/multi:v1"
+    assert await asyncio.to_thread(publish, ["--plain-http", "--platform", "linux/arm64", "--target", str(one),
+                                             source]) == 0
+    layers = complete_entries(str(one), ".layers")
+    assert tops["arm64"] in layers and tops["amd64"] not in layers
+    assert await asyncio.to_thread(publish, ["--plain-http", "--platform", "linux/amd64,linux/arm64", "--target",
+                                             str(both), source]) == 0
+    assert {tops["amd64"], tops["arm64"]} <= set(complete_entries(str(both), ".layers"))
+    assert sorted(os.listdir(both / ".metadata" / "images")) == sorted(
+        f"{record_key(source, platform)}.json" for platform in ("linux/amd64", "linux/arm64"))
