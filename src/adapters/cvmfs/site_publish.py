@@ -149,7 +149,8 @@ class SitePublisher:
         descriptors = json.loads(image.manifest)["layers"]
         digests = [layer["digest"] for layer in descriptors]
         chains = ducc.chain_ids(digests)
-        self._write_record(wanted.reference, platform, image.manifest_digest, digests, chains, complete=False)
+        if not self._recorded(wanted.reference, platform, image.manifest_digest):
+            self._write_record(wanted.reference, platform, image.manifest_digest, digests, chains, complete=False)
         owned = {digest: self._layer_future(digest, source) for digest in digests}
         for layer in descriptors:
             future, mine = owned[layer["digest"]]
@@ -205,7 +206,19 @@ class SitePublisher:
         folder = ducc.metadata_dir(self.base, ducc.MANIFESTS_DIR, parse_digest(manifest_digest))
         os.makedirs(folder, exist_ok=True)
         for name, data in (("manifest.json", manifest), ("config.json", config)):
-            _write_atomically(os.path.join(folder, name), data)
+            if not os.path.isfile(os.path.join(folder, name)):  # content-addressed: never changes
+                _write_atomically(os.path.join(folder, name), data)
+
+    def _recorded(self, reference: str, platform: str, manifest_digest: str) -> bool:
+        """Whether a complete record of this very manifest exists (it already protects the layers)."""
+        path = os.path.join(ducc.metadata_dir(self.base, ducc.IMAGE_RECORDS_DIR), f"{record_key(reference, platform)}.json")
+        try:
+            with open(path, "rb") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        return isinstance(record, dict) and record.get("complete") is True \
+            and record.get("manifest_digest") == manifest_digest
 
     def _write_record(self, reference: str, platform: str, manifest_digest: str, layers: list[str],
                       chains: list[str], complete: bool) -> None:
