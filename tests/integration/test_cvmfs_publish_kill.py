@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from snapmux.adapters.cvmfs import ducc
+from snapmux.adapters.cvmfs.layers import parse_digest
 from tests.support.site_images import complete_entries, family, fingerprint
 
 pytestmark = pytest.mark.integration
@@ -65,3 +67,28 @@ def _undo_some(target, rng):
             aside = os.path.join(os.path.dirname(path), f".gone-{name}")
             os.rename(path, aside)
             shutil.rmtree(aside)
+
+
+def test_a_55_layer_image_s_chain_mounts_as_one_lower_directory_with_its_deletions_applied(tmp_path):
+    """Not containerd (its chain reading is first-pull's work): a real overlay mount of the chain."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mount)")
+    image = family(str(tmp_path / "images"), ["tall:1"], extra_layers=51)["tall:1"]
+    assert len(image.layers) == 55
+    target = tmp_path / "target"
+    subprocess.run(run_argv(target, [image]), check=True, capture_output=True, timeout=300)
+    top = ducc.chain_dir(str(target), parse_digest(ducc.chain_ids([x.digest for x in image.layers])[-1]))
+    upper, work, merged = (tmp_path / name for name in ("upper", "work", "merged"))
+    for folder in (upper, work, merged):
+        folder.mkdir()
+    options = f"lowerdir={top},upperdir={upper},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "-o", options, "overlay", str(merged)], check=True)
+    try:
+        mounted = next(line for line in open("/proc/self/mountinfo") if f" {merged} " in line)
+        assert f"lowerdir={top}," in mounted and ":" not in mounted.split("lowerdir=")[1].split(",")[0]
+        files = sorted(os.path.relpath(os.path.join(folder, name), merged / "data")
+                       for folder, _, names in os.walk(merged / "data") for name in names)
+        assert files == ["dir/new.txt", "keep.txt", "middle-link.txt", "middle.txt", "top.txt"]
+        assert (merged / "etc" / "extra-50").read_text() == "50\n" and (merged / "own" / "name").read_text() == "tall:1"
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
