@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from snapmux.adapters.cvmfs.recipe import Wanted, list_tags, load_recipe, matchi
 from snapmux.adapters.cvmfs.site_publish import SitePublisher, record_key
 from snapmux.domain.errors import InvalidArgumentError, NotFoundError
 from snapmux.entrypoints.cvmfs_snapshotter.publish import duration, main
+from tests.support.containerd import wait_until
 from tests.support.site_images import complete_entries, family
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="overlay whiteouts are char devices 0/0: needs root")
@@ -166,3 +168,27 @@ def test_gc_spares_what_a_publisher_holds_and_what_a_live_record_names(tmp_path)
     assert report.chains == [b_chain_top]
     assert collect(target, {a_key}, grace=0).layers == [b_top]  # once free, it goes
     assert complete_entries(target, ".layers") == sorted({parse_digest(x.digest) for x in built["a:1"].layers})
+
+
+@needs_root
+def test_a_registry_that_hangs_holds_up_only_its_own_inputs(tmp_path):
+    built = family(str(tmp_path / "images"), ["a:1"])
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)  # accepts connections (the kernel does) and never answers
+    port = hanging.getsockname()[1]
+    target = str(tmp_path / "layout")
+    inputs = [Wanted(f"127.0.0.1:{port}/slow/app:*", True), Wanted(built["a:1"].oci_ref),
+              Wanted(f"127.0.0.1:{port}/slow/app:*", True)]
+    done: list = []
+    runner = threading.Thread(target=lambda: done.append(SitePublisher(target, jobs=2).run(inputs)))
+    runner.start()
+    top = parse_digest(built["a:1"].layers[-1].digest)
+    try:
+        wait_until(lambda: top in complete_entries(target, ".layers"), 60, "the other image", runner.is_alive)
+    finally:
+        hanging.close()  # the pending tag lists fail now
+        runner.join(120)
+    summary = done[0]
+    assert [image.reference for image in summary.images if not image.error] == [built["a:1"].oci_ref]
+    assert len(summary.failed) == 2 and all("listing tags" in image.error for image in summary.failed)

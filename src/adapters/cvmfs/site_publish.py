@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs import ducc
@@ -96,20 +96,23 @@ class SitePublisher:
         self._mutex = threading.Lock()
 
     def run(self, inputs: list[Wanted]) -> Summary:
+        """Tag lists are read concurrently, so a slow registry holds up only its own inputs;
+        an image named twice (a wildcard and its tag) is published once."""
         started, summary = time.monotonic(), Summary()
         self._layers.clear()
-        with ThreadPoolExecutor(self.jobs, "layer") as layers, ThreadPoolExecutor(self.jobs, "image") as images:
+        with ThreadPoolExecutor(self.jobs, "layer") as layers, ThreadPoolExecutor(self.jobs, "image") as images, \
+                ThreadPoolExecutor(self.jobs, "tags") as tags:
             self._pool = layers
-            jobs = []
-            for wanted in inputs:
-                expanded = self._expand(wanted)
-                if isinstance(expanded, ImageResult):
-                    summary.images.append(expanded)
+            jobs: dict[tuple[str, str], Future] = {}
+            for expanded in as_completed([tags.submit(self._expand, wanted) for wanted in inputs]):
+                found = expanded.result()
+                if isinstance(found, ImageResult):
+                    summary.images.append(found)
                     continue
-                for each in expanded:
-                    for platform in self.platforms:
-                        jobs.append(images.submit(self._image, each, platform))
-            summary.images.extend(job.result() for job in jobs)
+                for each, platform in ((each, platform) for each in found for platform in self.platforms):
+                    if (each.reference, platform) not in jobs:
+                        jobs[each.reference, platform] = images.submit(self._image, each, platform)
+            summary.images.extend(job.result() for job in jobs.values())
         summary.seconds = time.monotonic() - started
         return summary
 
