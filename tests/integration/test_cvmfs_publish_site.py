@@ -228,3 +228,26 @@ async def test_platform_picks_manifests_from_a_multi_arch_index(registry, tmp_pa
     assert {tops["amd64"], tops["arm64"]} <= set(complete_entries(str(both), ".layers"))
     assert sorted(os.listdir(both / ".metadata" / "images")) == sorted(
         f"{record_key(source, platform)}.json" for platform in ("linux/amd64", "linux/arm64"))
+
+
+async def test_a_download_cut_short_resumes_with_a_range_request(registry, tmp_path):
+    built = push_family(registry, tmp_path, ["app:1.0"], own_mb=2)
+    top = built["app:1.0"].layers[-1]
+    blob = open(os.path.join(built["app:1.0"].layout, "blobs", "sha256", parse_digest(top.digest)), "rb").read()
+    target = tmp_path / "layout"
+    part = target / ".layers" / parse_digest(top.digest)[:2] / f".part-{parse_digest(top.digest)}"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(blob[: len(blob) // 2])  # what a publisher killed mid-download leaves
+    since = registry.mark()
+    assert await asyncio.to_thread(publish, ["--plain-http", "--target", str(target), f"{registry.host}/app:1.0"]) == 0
+    assert [status for method, path, status in registry.requests()[since:]
+            if method == "GET" and path.endswith(top.digest)] == [206]
+    assert parse_digest(top.digest) in complete_entries(str(target), ".layers") and not part.exists()
+
+    corrupt = tmp_path / "corrupt"
+    bad = corrupt / ".layers" / parse_digest(top.digest)[:2] / f".part-{parse_digest(top.digest)}"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"x" * len(blob))  # complete in size, wrong in content
+    argv = ["--plain-http", "--target", str(corrupt), f"{registry.host}/app:1.0"]
+    assert await asyncio.to_thread(publish, argv) == 1 and not bad.exists()  # refused, and not kept
+    assert await asyncio.to_thread(publish, argv) == 0

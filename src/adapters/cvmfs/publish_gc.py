@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs import ducc
+from snapmux.adapters.cvmfs.blob_spool import PART_PREFIX
 from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock
 from snapmux.adapters.durable import fsync_dir
@@ -61,11 +62,28 @@ def collect(base: str, wanted: set[str], grace: float, stale_after: float = DEFA
         for hex_digest, path in _entries(base, ducc.CHAINS_DIR):
             if hex_digest in ours:  # chains carry no marker: only those a record of ours named
                 _remove(path, hex_digest, report.chains, report, stale_after)
+        _remove_parts(base, keep_layers, report, stale_after)
         if not report.busy:  # else the records still name what is left, for the next collection
             for path, _ in dead:
                 os.unlink(path)
                 report.records += 1
     return report
+
+
+def _remove_parts(base: str, keep: set[str], report: GcReport, stale_after: float) -> None:
+    """Downloads cut short (blob_spool.py) of layers nobody wants any more."""
+    root = os.path.join(base, ducc.LAYERS_DIR)
+    for prefix in os.listdir(root) if os.path.isdir(root) else []:
+        folder = os.path.join(root, prefix)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            hex_digest = name.removeprefix(PART_PREFIX)
+            if name.startswith(PART_PREFIX) and hex_digest not in keep:
+                lock = FileLock(os.path.join(folder, ducc.LOCK_PREFIX + hex_digest), stale_after)
+                if lock.try_acquire():
+                    try:
+                        os.unlink(os.path.join(folder, name))
+                    finally:
+                        lock.release()
 
 
 def _hexes(records: list[dict], key: str) -> set[str]:

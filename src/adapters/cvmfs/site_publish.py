@@ -2,7 +2,8 @@
 
 Every image is resolved (wildcards through the tag list, the asked-for platforms from an
 index), then its missing layers are fetched by a pool of `jobs` workers shared by all
-images; a layer wanted twice is fetched once. A layer already in place costs one stat
+images; a layer wanted twice is fetched once, and a download cut short resumes where it
+stopped (blob_spool.py). A layer already in place costs one stat
 and no request. Across processes and hosts, each layer is fetched under its lock file
 (locks.py), so two publishers never download it both; whoever waited finds it in place.
 Once an image's layers are in, its chains are built (chain_build.py) and its record written
@@ -21,13 +22,15 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from snapmux.adapters.cvmfs import ducc
+from snapmux.adapters.cvmfs import blob_spool, ducc
+from snapmux.adapters.cvmfs.blob_spool import ResumingOpener
 from snapmux.adapters.cvmfs.chain_build import build_chain, remove_leftovers
 from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWaitStopped
-from snapmux.adapters.cvmfs.oci import ImageSource, RegistrySource, host_platform, open_source
-from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport, _write_atomically
+from snapmux.adapters.cvmfs.oci import RegistrySource, host_platform, open_source
+from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher, PublishReport, _write_atomically
 from snapmux.adapters.cvmfs.recipe import Wanted, list_tags, matching
+from snapmux.domain.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,9 @@ class SitePublisher:
         chains = ducc.chain_ids(digests)
         if not self._recorded(wanted.reference, platform, image.manifest_digest):
             self._write_record(wanted.reference, platform, image.manifest_digest, digests, chains, complete=False)
-        owned = {digest: self._layer_future(digest, source) for digest in digests}
+        sizes = {layer["digest"]: layer.get("size") for layer in descriptors}
+        opener = ResumingOpener(source, self._spool(), sizes) if isinstance(source, RegistrySource) else source.open_blob
+        owned = {digest: self._layer_future(digest, opener) for digest in digests}
         for layer in descriptors:
             future, mine = owned[layer["digest"]]
             if future.result() == "published" and mine:
@@ -165,14 +170,14 @@ class SitePublisher:
         self._write_manifest(image.manifest_digest, image.manifest, image.config)
         self._write_record(wanted.reference, platform, image.manifest_digest, digests, chains, complete=True)
 
-    def _layer_future(self, digest: str, source: ImageSource) -> tuple[Future, bool]:
+    def _layer_future(self, digest: str, opener: BlobOpener) -> tuple[Future, bool]:
         with self._mutex:
             if digest in self._layers:
                 return self._layers[digest], False
-            future = self._layers[digest] = self._pool.submit(self._publish_layer, digest, source)
+            future = self._layers[digest] = self._pool.submit(self._publish_layer, digest, opener)
             return future, True
 
-    def _publish_layer(self, digest: str, source: ImageSource) -> str:
+    def _publish_layer(self, digest: str, opener: BlobOpener) -> str:
         hex_digest = parse_digest(digest)
         store = self.layout.store
         if store.check_now(hex_digest).exists:
@@ -185,7 +190,12 @@ class SitePublisher:
                 return "skipped"  # another publisher did it while we waited
             remove_leftovers(folder, hex_digest)
             report = PublishReport()
-            self.layout.publish_layer(digest, source.open_blob, report)
+            try:
+                self.layout.publish_layer(digest, opener, report)
+            except InvalidArgumentError:
+                blob_spool.done(self._spool(), hex_digest)  # bad data: never resume from it
+                raise
+            blob_spool.done(self._spool(), hex_digest)
         return "published" if report.written else "skipped"
 
     def _build_chains(self, digests: list[str], chains: list[str]) -> int:
