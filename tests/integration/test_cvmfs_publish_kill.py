@@ -16,6 +16,8 @@ import pytest
 
 from snapmux.adapters.cvmfs import ducc
 from snapmux.adapters.cvmfs.layers import parse_digest
+from tests.integration.conftest import require_binaries
+from tests.support.registry import Registry
 from tests.support.site_images import complete_entries, family, fingerprint
 
 pytestmark = pytest.mark.integration
@@ -23,24 +25,39 @@ ROUNDS = 20
 """kill -9s that landed while the publisher ran"""
 
 
-def run_argv(target, images):
-    return [sys.executable, "-m", "snapmux.entrypoints.cvmfs_snapshotter.publish", "--jobs", "3",
-            "--target", str(target), *(image.oci_ref for image in images)]
+def run_argv(target, images, sources=None):
+    return [sys.executable, "-m", "snapmux.entrypoints.cvmfs_snapshotter.publish", "--jobs", "3", "--plain-http",
+            "--target", str(target), *(sources or [image.oci_ref for image in images])]
 
 
-def test_killed_at_random_points_nothing_incomplete_looks_available_and_the_next_run_completes(tmp_path):
-    images = list(family(str(tmp_path / "images"), ["app:1", "app:2", "app:3"], shared_mb=6, own_mb=3,
-                         extra_layers=3).values())
+@pytest.fixture(params=["oci-layouts", "registry"])
+def sources(request, tmp_path):
+    """Kill points while reading local layouts, or while downloading (resumable part files)."""
+    if request.param == "oci-layouts":
+        yield None
+        return
+    require_binaries("docker-registry", "skopeo")
+    with Registry.start(tmp_path / "registry") as registry:
+        yield registry
+
+
+def test_killed_at_random_points_nothing_incomplete_looks_available_and_the_next_run_completes(tmp_path, sources):
+    built = family(str(tmp_path / "images"), ["app:1", "app:2", "app:3"], shared_mb=6, own_mb=3, extra_layers=3)
+    images, names = list(built.values()), None
+    if sources is not None:
+        for name, image in built.items():
+            sources.push(image.layout, image.tag, name)
+        names = [f"{sources.host}/{name}" for name in built]
     reference = tmp_path / "reference"
     started = time.monotonic()
-    subprocess.run(run_argv(reference, images), check=True, capture_output=True, timeout=300)
+    subprocess.run(run_argv(reference, images, names), check=True, capture_output=True, timeout=300)
     span = time.monotonic() - started
     expected = fingerprint(str(reference))
     target, rng, killed_mid_way = tmp_path / "target", random.Random(1313), 0
     for _ in range(ROUNDS * 3):  # until ROUNDS kills landed (a run may finish before its kill point)
         if killed_mid_way >= ROUNDS:
             break
-        publisher = subprocess.Popen(run_argv(target, images), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        publisher = subprocess.Popen(run_argv(target, images, names), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             publisher.wait(timeout=rng.uniform(0.1, 1.1) * span)
         except subprocess.TimeoutExpired:
@@ -56,7 +73,7 @@ def test_killed_at_random_points_nothing_incomplete_looks_available_and_the_next
         if publisher.returncode == 0:
             _undo_some(target, rng)  # keep it interesting: the next round has work again
     assert killed_mid_way >= ROUNDS
-    done = subprocess.run(run_argv(target, images), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(run_argv(target, images, names), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert fingerprint(str(target)) == expected
     assert complete_entries(str(target), ".chains") == complete_entries(str(reference), ".chains")

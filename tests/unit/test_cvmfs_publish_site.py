@@ -192,3 +192,13 @@ def test_a_registry_that_hangs_holds_up_only_its_own_inputs(tmp_path):
     summary = done[0]
     assert [image.reference for image in summary.images if not image.error] == [built["a:1"].oci_ref]
     assert len(summary.failed) == 2 and all("listing tags" in image.error for image in summary.failed)
+
+
+def test_an_empty_lock_goes_stale_soon_and_an_orphan_of_this_process_at_once(tmp_path):
+    path = tmp_path / ".lock-x"
+    path.write_text("")  # killed between create and write
+    assert not FileLock(str(path)).try_acquire()
+    os.utime(path, (0, 0))
+    assert FileLock(str(path)).try_acquire()
+    path.write_text(json.dumps({"host": HOST, "pid": os.getpid(), "token": "nobody-holds-this"}))
+    assert FileLock(str(path)).try_acquire()

@@ -7,7 +7,9 @@ depend on a lock daemon and vanish or linger with it. A lock is stale when
 - its holder is on this host and its pid is gone (kill -9, crash): taken over at once;
 - otherwise when its mtime is older than `stale_after`: a live holder touches it every
   `stale_after / 4` (a heartbeat thread), so only a dead or cut-off host goes stale;
-- it is empty or unreadable (killed between create and write) and older than `stale_after`.
+- it is empty or unreadable (killed between create and write) and older than 10 s;
+- it names this very process but no thread of it holds it (two threads taking over one
+  stale lock can put a released lock back): orphaned, taken over at once.
 
 A stale lock is taken over by renaming it aside (atomic: one of two racing takers wins) and
 checking that what was moved is what was judged stale; a fresh lock moved by mistake is put
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 DEFAULT_STALE_AFTER = 600.0
+EMPTY_STALE_AFTER = 10.0
+_HELD: set[str] = set()
+"""Tokens of the locks this process's threads hold now."""
 
 
 class LockWaitStopped(Exception):
@@ -57,9 +62,11 @@ class FileLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         token = uuid.uuid4().hex
         body = json.dumps({"host": HOST, "pid": os.getpid(), "since": time.time(), "token": token}).encode()
+        _HELD.add(token)  # before the file exists: a thread of ours reading it must not see an orphan
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
+            _HELD.discard(token)
             if self._take_over_if_stale():
                 return self.try_acquire()
             return False
@@ -86,6 +93,7 @@ class FileLock:
         if self.token and _read(self.path).get("token") == self.token:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        _HELD.discard(self.token)
         self.token = ""
 
     @contextlib.contextmanager
@@ -107,6 +115,10 @@ class FileLock:
         threading.Thread(target=beat, name=f"lock-heartbeat {os.path.basename(self.path)}", daemon=True).start()
 
     def is_stale(self, holder: dict, mtime: float) -> bool:
+        if not holder.get("token"):  # a writer fills it microseconds after creating it
+            return time.time() - mtime > min(self.stale_after, EMPTY_STALE_AFTER)
+        if holder.get("host") == HOST and holder.get("pid") == os.getpid():
+            return holder["token"] not in _HELD  # ours but no thread holds it: orphaned by a race
         if holder.get("host") == HOST and isinstance(holder.get("pid"), int):
             return not _pid_alive(holder["pid"])
         return time.time() - mtime > self.stale_after
