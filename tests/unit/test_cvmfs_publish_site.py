@@ -202,3 +202,17 @@ def test_an_empty_lock_goes_stale_soon_and_an_orphan_of_this_process_at_once(tmp
     assert FileLock(str(path)).try_acquire()
     path.write_text(json.dumps({"host": HOST, "pid": os.getpid(), "token": "nobody-holds-this"}))
     assert FileLock(str(path)).try_acquire()
+
+
+def test_a_spooled_blob_longer_than_its_descriptor_is_cut_off_and_not_kept(tmp_path):
+    from snapmux.adapters.cvmfs.blob_spool import ResumingOpener, part_path
+    from snapmux.adapters.cvmfs.oci import RegistrySource
+
+    source = RegistrySource("r.example/app:1", str(tmp_path), plain_http=True)
+    source.client = httpx.Client(base_url="http://r.example/v2/", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=b"x" * 5000)))
+    opener = ResumingOpener(source, str(tmp_path), {A: 100})
+    with pytest.raises(InvalidArgumentError, match="longer than its 100 bytes"):
+        with opener(A):
+            pass
+    assert not os.path.exists(part_path(str(tmp_path), "a" * 64))

@@ -3,7 +3,7 @@
 `.layers/<xx>/.part-<hex>` is written only by the holder of the layer's lock (locks.py). A
 publisher killed mid-download leaves it; the next one asks for the rest (`Range: bytes=N-`,
 answered 206) instead of starting again, and a registry that ignores the range (200) just
-sends it all again. Nothing trusts the spool: the layer's digest is checked while it is
+sends it all again. No blob is read past its descriptor's size. Nothing trusts the spool: the layer's digest is checked while it is
 extracted from it (publish.py), and a spool that fails that check is deleted. The part file
 goes once the layer is in place.
 """
@@ -17,7 +17,7 @@ from typing import IO
 
 from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.oci import RegistrySource
-from snapmux.domain.errors import NotFoundError
+from snapmux.domain.errors import InvalidArgumentError, NotFoundError
 
 PART_PREFIX = ".part-"
 
@@ -57,9 +57,14 @@ class ResumingOpener:
             if response.status_code == 404:
                 raise NotFoundError(f"registry: blob {digest} not found")
             response.raise_for_status()
+            limit = self.sizes.get(digest)
             with open(path, "ab" if response.status_code == 206 else "wb") as spool:
                 for chunk in response.iter_bytes(1 << 20):
                     spool.write(chunk)
+                    if limit is not None and spool.tell() > limit:  # a blob that never ends
+                        spool.close()
+                        os.unlink(path)
+                        raise InvalidArgumentError(f"registry: blob {digest} is longer than its {limit} bytes")
                 spool.flush()
                 os.fsync(spool.fileno())
 
