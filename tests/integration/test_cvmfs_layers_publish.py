@@ -53,7 +53,7 @@ def test_kill_9_mid_layer_leaves_nothing_available_and_the_rerun_finishes(tmp_pa
     os.unlink(blob_path)
     os.mkfifo(blob_path)
     target = tmp_path / "layout"
-    argv = ["cvmfs-snapshotter", "publish", "--target", str(target), image.oci_ref]
+    argv = ["cvmfs-snapshotter", "publish", "--jobs", "1", "--target", str(target), image.oci_ref]  # layer by layer
     scratch = str(target / ".layers" / hex_digest[:2] / f".tmp-{hex_digest}-*" / "layerfs" / "bin")
     returncode = kill_mid_layer(argv, blob_path, blob[: len(blob) // 2], scratch)
     store = CvmfsLayerStore(str(target))

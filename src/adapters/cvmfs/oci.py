@@ -14,11 +14,13 @@ a FIFO, /dev/zero - is cut off there rather than read forever).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
 import re
+import ssl
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -101,6 +103,9 @@ class ImageSource:
         self.sizes: dict[str, int] = {}
         """Each blob's size as its descriptor gives it, learnt while resolving the image."""
 
+    platform: str | None = None
+    """`os/arch[/variant]` to pick from an index; None: this machine's."""
+
     def top_descriptor(self) -> dict: ...
 
     def _open(self, digest: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
@@ -133,7 +138,7 @@ class ImageSource:
                 for layer in document["layers"]:
                     self._learn(layer)
                 return Image(digest, manifest, self.read(self._learn(config)))
-            descriptor = descriptor_of(_platform_manifest(document), f"index {digest} entry")
+            descriptor = descriptor_of(_platform_manifest(document, self.platform), f"index {digest} entry")
         raise InvalidArgumentError(f"image index nesting too deep at {descriptor['digest']}")
 
     def _learn(self, descriptor: dict) -> str:
@@ -142,15 +147,20 @@ class ImageSource:
         return descriptor["digest"]
 
 
-def _platform_manifest(index: dict) -> dict:
-    arch = _ARCH.get(platform.machine(), platform.machine())
+def host_platform() -> str:
+    return f"linux/{_ARCH.get(platform.machine(), platform.machine())}"
+
+
+def _platform_manifest(index: dict, wanted_platform: str | None = None) -> dict:
+    os_name, arch, variant = ((wanted_platform or host_platform()).split("/") + [""])[:3]
     for entry in index_entries(index, "image index"):
         wanted = entry.get("platform", {})
         if not isinstance(wanted, dict):
             continue
-        if wanted.get("os", "linux") == "linux" and wanted.get("architecture", arch) == arch:
+        if wanted.get("os", "linux") == os_name and wanted.get("architecture", arch) == arch \
+                and (not variant or wanted.get("variant", variant) == variant):
             return entry
-    raise NotFoundError(f"image index has no manifest for linux/{arch}")
+    raise NotFoundError(f"image index has no manifest for {wanted_platform or host_platform()}")
 
 
 def _by_tag(index: dict, tag: str | None, where: str) -> dict:
@@ -216,7 +226,7 @@ class RegistrySource(ImageSource):
         scheme = "http" if plain_http else "https"
         self._manifests: dict[str, bytes] = {}
         self.client = httpx.Client(base_url=f"{scheme}://{parsed.host}/v2/", follow_redirects=True, timeout=60,
-                                   auth=RegistryAuth(credentials_for(parsed.host, authfile)))
+                                   auth=RegistryAuth(credentials_for(parsed.host, authfile)), verify=_tls())
 
     def top_descriptor(self) -> dict:
         return {"digest": self.ref if self.ref.startswith("sha256:") else self._manifest_digest(self.ref)}
@@ -266,6 +276,13 @@ class RegistrySource(ImageSource):
                     spool.write(chunk)
             spool.seek(0)
             yield spool
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's own default (certifi, SSL_CERT_FILE/DIR), loaded once per process (~0.1 s each),
+    not once per image of a recipe."""
+    return httpx.create_ssl_context()
 
 
 def open_source(spec: str, spool_dir: str, plain_http: bool = False, authfile: str | None = None) -> ImageSource:
