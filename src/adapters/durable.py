@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import sqlite3
@@ -47,3 +48,14 @@ def out_of_space(error: BaseException, where: str) -> ResourceExhaustedError | N
     if not full:
         return None
     return ResourceExhaustedError(f"disk full: no space left on device under {where} ({error})")
+
+
+def syncfs(path: str) -> None:
+    """One syncfs for a whole tree (a layer, a chain) instead of an fsync per file."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)

@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from snapmux.adapters.cvmfs.ducc import chain_dir
-from snapmux.adapters.cvmfs.publish import _syncfs
+from snapmux.adapters.durable import syncfs
 from snapmux.adapters.cvmfs.untar import OPAQUE_XATTR
 from snapmux.adapters.durable import fsync_dir
 
@@ -38,7 +38,7 @@ def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str)
         if parent_hex is not None:
             _clone(chain_dir(base, parent_hex), scratch)
         _apply(layerfs, scratch)
-        _syncfs(scratch)
+        syncfs(scratch)
         os.rename(scratch, final)
         fsync_dir(os.path.dirname(final))
     finally:

@@ -19,13 +19,15 @@ import hashlib
 import os
 from collections.abc import Iterable
 
+from snapmux.adapters.cvmfs.digests import SHA256, parse_digest
+
 CHAINS_DIR = ".chains"
 DIRTY_CHAINS_DIR = ".dirty-chains"
-SHA256 = "sha256:"
 
 
 def _hex(digest: str) -> str:
-    return digest[len(SHA256) :] if digest.startswith(SHA256) else digest
+    """Checked: a chain id (or a layer digest, the first chain id) becomes a path."""
+    return parse_digest(digest if digest.startswith(SHA256) else SHA256 + digest)
 
 
 def next_chain_id(previous: str, layer_digest: str) -> str:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from snapmux.adapters.cvmfs.chains import following_chain_ids, usable_chain
+from snapmux.adapters.cvmfs.digests import digest_or_none, parse_digest
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.whiteouts import Shadows
 from snapmux.domain.errors import InvalidArgumentError
@@ -50,17 +50,6 @@ PUBLISHED_MARKER = "snapmux-layer.json"
 
 FOREIGN_MODES = ("scan", "serve", "download")
 
-_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
-
-
-def parse_digest(value: str) -> str:
-    """The 64 hex digits of a `sha256:` digest; anything else could become a path, so refuse it."""
-    found = _DIGEST.fullmatch(value) if isinstance(value, str) else None
-    if not found:
-        raise InvalidArgumentError(f"layer digest {str(value)[:100]!r} is not sha256:<64 lowercase hex>")
-    return found.group(1)
-
-
 def digest_from_labels(labels: Mapping[str, str] | None) -> str | None:
     """The layer's digest hex from the CRI label or the stargz (ctr-remote) label, if any."""
     labels = labels or {}
@@ -75,9 +64,9 @@ def image_layers_from_labels(labels: Mapping[str, str] | None) -> list[str]:
     found: list[str] = []
     for name in IMAGE_LAYERS_LABELS:
         for entry in (labels or {}).get(name, "").split(","):
-            matched = _DIGEST.fullmatch(entry.strip())
-            if matched and matched.group(1) not in found:
-                found.append(matched.group(1))
+            hex_digest = digest_or_none(entry.strip())
+            if hex_digest and hex_digest not in found:
+                found.append(hex_digest)
     return found
 
 

@@ -14,7 +14,6 @@ user on the publishing host, during extraction or after.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import glob
 import hashlib
@@ -34,7 +33,7 @@ from snapmux.adapters.cvmfs.layers import (
 )
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.untar import extract_layer
-from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.durable import fsync_dir, syncfs, write_atomically
 from snapmux.domain.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ class LayoutPublisher:
         try:
             self._extract_verified(digest, open_blob, scratch)
             _write_json(os.path.join(scratch, PUBLISHED_MARKER), {"digest": digest, "whiteouts": "overlay"})
-            _syncfs(scratch)
+            syncfs(scratch)
             os.rename(scratch, final)
             fsync_dir(os.path.dirname(final))
         finally:
@@ -126,33 +125,9 @@ class LayoutPublisher:
         folder = os.path.join(self.store.base, ".images", parse_digest(manifest_digest))
         os.makedirs(folder, exist_ok=True)
         for name, data in (("manifest.json", manifest), ("config.json", config)):
-            _write_atomically(os.path.join(folder, name), data)
+            write_atomically(os.path.join(folder, name), data)
         return folder
 
 
 def _write_json(path: str, value: object) -> None:
-    _write_atomically(path, json.dumps(value, sort_keys=True).encode())
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    fd, scratch = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(scratch, path)
-    finally:
-        if os.path.lexists(scratch):
-            os.unlink(scratch)
-
-
-def _syncfs(path: str) -> None:
-    """One syncfs for the whole layer instead of an fsync per file."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+    write_atomically(path, json.dumps(value, sort_keys=True).encode())

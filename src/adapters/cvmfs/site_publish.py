@@ -29,7 +29,8 @@ from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWaitStopped
 from snapmux.adapters.cvmfs.oci import RegistrySource, host_platform, open_source
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
-from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher, PublishReport, _write_atomically
+from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher, PublishReport
+from snapmux.adapters.durable import write_atomically
 from snapmux.adapters.cvmfs.recipe import Wanted, list_tags, matching
 from snapmux.domain.errors import InvalidArgumentError
 
@@ -222,7 +223,7 @@ class SitePublisher:
         os.makedirs(folder, exist_ok=True)
         for name, data in (("manifest.json", manifest), ("config.json", config)):
             if not os.path.isfile(os.path.join(folder, name)):  # content-addressed: never changes
-                _write_atomically(os.path.join(folder, name), data)
+                write_atomically(os.path.join(folder, name), data)
 
     def _recorded(self, reference: str, platform: str, manifest_digest: str) -> bool:
         """Whether a complete record of this very manifest exists (it already protects the layers)."""
@@ -242,7 +243,7 @@ class SitePublisher:
         os.makedirs(folder, exist_ok=True)
         record = {"reference": reference, "platform": platform, "manifest_digest": manifest_digest,
                   "layers": layers, "chains": chains, "last_published": time.time(), "complete": complete}
-        _write_atomically(os.path.join(folder, f"{record_key(reference, platform)}.json"),
+        write_atomically(os.path.join(folder, f"{record_key(reference, platform)}.json"),
                           json.dumps(record, sort_keys=True, indent=1).encode())
 
 
