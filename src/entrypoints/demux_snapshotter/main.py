@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import resource
@@ -18,7 +17,7 @@ from dependency_injector.wiring import Provide, inject
 
 from snapmux.entrypoints.demux_snapshotter.container import Container
 from snapmux.entrypoints.demux_snapshotter.settings import DEFAULT_CONFIG, load_settings
-from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on
+from snapmux.entrypoints.lifecycle import StopSignals, configure_logging, exit_on, run_event_loop
 
 PROG = "demux-snapshotter"
 log = logging.getLogger(PROG)
@@ -71,7 +70,7 @@ def _start(args: argparse.Namespace) -> None:
     configure_logging(settings.debug.log_level)
     raise_open_file_limit()
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # one line per resolve
-    asyncio.run(run(Container(settings=settings)))
+    run_event_loop(run(Container(settings=settings)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
