@@ -254,3 +254,34 @@ async def test_listeners_hear_disconnect_of_the_old_before_connect_of_the_new(re
         assert listener.events == [("connected", "vm-a"), ("disconnected", "vm-a"), ("connected", "vm-a")]
     finally:
         await cache.close()
+
+
+class SlowToHearListener(RecordingListener):
+    """connected() takes its time (a metrics proxy starting): the entry is in use meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = asyncio.Event()
+
+    async def connected(self, namespace: str, address: SnapshotterAddress) -> None:
+        await self.hold.wait()
+        await super().connected(namespace, address)
+
+
+async def test_a_client_dropped_while_its_connect_is_announced_is_not_handed_out_again(resolver, connector):
+    listener = SlowToHearListener()
+    cache = RemoteSnapshotterCache(resolver, connector, [listener], poll_interval=0)
+    try:
+        first = asyncio.create_task(cache.get("vm-a"))
+        while not cache.cached():
+            await asyncio.sleep(0)
+        old = await cache.get("vm-a")  # served from the cache while the dial still announces it
+        evicting = asyncio.create_task(cache.discard("vm-a", old))
+        while cache.cached():
+            await asyncio.sleep(0)
+        again = asyncio.create_task(cache.get("vm-a"))
+        listener.hold.set()
+        await asyncio.gather(first, evicting)
+        assert await again is not old and connector.connects == ["vm-a", "vm-a"]
+    finally:
+        await cache.close()
