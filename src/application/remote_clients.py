@@ -83,7 +83,7 @@ class RemoteSnapshotterCache:
             # a fresh context: the dial is shared, so no single caller's deadline may bound it
             dial = asyncio.create_task(self._open(namespace), name=f"dial-{namespace}", context=contextvars.Context())
             self._dials[namespace] = dial
-            dial.add_done_callback(lambda _t: self._dials.pop(namespace, None))
+            dial.add_done_callback(lambda _t: self._forget_dial(namespace, dial))
         # shield: one impatient caller going away must not abort the dial the others wait on
         try:
             return (await asyncio.shield(dial)).client
@@ -116,11 +116,20 @@ class RemoteSnapshotterCache:
             await client.close()
             raise UnavailableError("demux-snapshotter is shutting down")
         self._entries[namespace] = entry
+        # from here the entry answers: a caller after its eviction (even during the announcement
+        # below) must dial anew, not be handed this finished dial's client
+        self._forget_dial(namespace)
         log.info("connected to the snapshotter of namespace %s at %s", namespace, _where(address))
         async with self._announcing.setdefault(namespace, asyncio.Lock()):
             for listener in self._listeners:
                 await _notify(listener.connected(namespace, address), "connected", namespace)
         return entry
+
+    def _forget_dial(self, namespace: str, dial: asyncio.Task[CachedRemote] | None = None) -> None:
+        """Drop the namespace's dial in flight: `dial` only if still that one, else the current task's."""
+        mine = dial if dial is not None else asyncio.current_task()
+        if self._dials.get(namespace) is mine:
+            del self._dials[namespace]
 
     def cached(self) -> list[CachedRemote]:
         """Every remote currently connected (what fan-out calls such as GC's walk reach)."""

@@ -27,14 +27,25 @@ __all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_UNUSABLE", "StopSignals", "exit_on", 
 T = TypeVar("T")
 
 
+EVENT_LOOP_ENV = "SNAPMUX_EVENT_LOOP"
+"""`uvloop` (the default) or `asyncio`: the tests run the daemons on both, and an operator may
+fall back to asyncio's own loop without a new build."""
+
+_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": uvloop.new_event_loop,
+    "asyncio": asyncio.new_event_loop,
+}
+
+
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """asyncio.run on uvloop, which grpc.aio supports: the same daemon, less of its CPU time per call
-    spent in the loop (measured with bench/hot_path_bench.py). cvmfs-snapshotter only: under uvloop
-    the demux's gRPC clients opened more than one connection per VM (test_demux_faults'
-    test_concurrent_first_calls_resolve_and_dial_once), so the demux and the resolver keep asyncio's loop."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    spent in the loop (measured with bench/hot_path_bench.py)."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop")
+    if choice not in _LOOPS:
+        main.close()
+        raise ConfigError(f"{EVENT_LOOP_ENV}: {choice!r} is not an event loop (want one of {', '.join(_LOOPS)})")
+    with asyncio.Runner(loop_factory=_LOOPS[choice]) as runner:
         runner.run(main)
-
 
 
 def reason(error: OSError, about: str = "") -> str:

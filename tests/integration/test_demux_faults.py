@@ -23,6 +23,7 @@ import pytest
 from snapmux.adapters.grpc.client import GrpcSnapshotService
 from snapmux.domain.errors import UnavailableError
 from snapmux.domain.model import Kind
+from snapmux.entrypoints.lifecycle import EVENT_LOOP_ENV
 from tests.integration.conftest import require_binaries, unix_socket_listening
 from tests.support.containerd import Daemon
 from tests.support.demux_stack import demux_config
@@ -106,7 +107,14 @@ class Vm:
 
 
 @pytest.fixture
-async def stack(tmp_path):
+def demux_event_loop(request, monkeypatch):
+    """The demux's loop (SNAPMUX_EVENT_LOOP, inherited by the daemon): its default unless parametrized."""
+    if hasattr(request, "param"):
+        monkeypatch.setenv(EVENT_LOOP_ENV, request.param)
+
+
+@pytest.fixture
+async def stack(tmp_path, demux_event_loop):
     vms = {ns: Vm(tmp_path / ns, ns) for ns in ("vm-a", "vm-b")}
     resolver = ControllableResolver({ns: vm.address() for ns, vm in vms.items()})
     url = resolver.start()
@@ -263,6 +271,7 @@ async def test_sigterm_drains_and_closes_every_vm_connection(stack):
         assert not vm.vsock._live
 
 
+@pytest.mark.parametrize("demux_event_loop", ["asyncio", "uvloop"], indirect=True)
 async def test_concurrent_first_calls_resolve_and_dial_once(stack):
     await asyncio.gather(*(stack.client.prepare(f"vm-a/{n}/k") for n in range(64)))
     assert stack.resolver.asked.count("vm-a") == 1

@@ -11,6 +11,7 @@ from snapmux.domain.deadlines import current_deadline, deadline_in
 from snapmux.domain.errors import NotFoundError, UnavailableError
 from snapmux.domain.model import SnapshotterAddress
 from tests.fakes.remote_snapshotters import FakeConnector
+from tests.conftest import EVERY_LOOP
 from tests.fakes.resolver import InMemoryAddressResolver
 
 A = SnapshotterAddress("unix", "/run/vm-a.vsock", 10000)
@@ -68,6 +69,33 @@ async def test_concurrent_first_calls_share_one_dial(cache, connector):
     assert connector.connects == ["vm-a"]
     assert all(c is clients[0] for c in clients)
     assert await cache.get("vm-a") is clients[0]
+
+
+class YieldingConnector(FakeConnector):
+    """A dial that gives the loop many turns, so callers arrive at every stage of it."""
+
+    async def connect(self, namespace: str, address: SnapshotterAddress):  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return await super().connect(namespace, address)
+
+
+@pytest.mark.asyncio(loop_factories=EVERY_LOOP)
+async def test_callers_arriving_all_through_a_dial_share_it_on_either_loop(resolver, listener):
+    connector = YieldingConnector()
+    cache = RemoteSnapshotterCache(resolver, connector, [listener], poll_interval=0)
+
+    async def caller(turns: int):  # type: ignore[no-untyped-def]
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await cache.get("vm-a")
+
+    try:
+        clients = await asyncio.gather(*(caller(n % 40) for n in range(200)))
+    finally:
+        await cache.close()
+    assert connector.connects == ["vm-a"] and len({id(c) for c in clients}) == 1
+    assert listener.events[0] == ("connected", "vm-a")
 
 
 async def test_a_slow_dial_does_not_block_other_namespaces(cache, connector):
@@ -239,3 +267,34 @@ async def test_resolve_and_dial_failures_are_warnings_naming_the_namespace(cache
     assert warnings[0][:2] == ("WARNING", "no-such-vm") and "resolving the snapshotter of namespace no-such-vm" in warnings[0][2]
     assert warnings[1] == ("WARNING", "vm-a", "dialling the snapshotter of namespace vm-a at unix:/run/vm-a.vsock port 10000 "
                            "failed: cannot dial /run/vm-a.vsock: vm is down")
+
+
+class SlowToHearListener(RecordingListener):
+    """connected() takes its time (a metrics proxy starting): the entry is in use meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = asyncio.Event()
+
+    async def connected(self, namespace: str, address: SnapshotterAddress) -> None:
+        await self.hold.wait()
+        await super().connected(namespace, address)
+
+
+async def test_a_client_dropped_while_its_connect_is_announced_is_not_handed_out_again(resolver, connector):
+    listener = SlowToHearListener()
+    cache = RemoteSnapshotterCache(resolver, connector, [listener], poll_interval=0)
+    try:
+        first = asyncio.create_task(cache.get("vm-a"))
+        while not cache.cached():
+            await asyncio.sleep(0)
+        old = await cache.get("vm-a")  # served from the cache while the dial still announces it
+        evicting = asyncio.create_task(cache.discard("vm-a", old))
+        while cache.cached():
+            await asyncio.sleep(0)
+        again = asyncio.create_task(cache.get("vm-a"))
+        listener.hold.set()
+        await asyncio.gather(first, evicting)
+        assert await again is not old and connector.connects == ["vm-a", "vm-a"]
+    finally:
+        await cache.close()

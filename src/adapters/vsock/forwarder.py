@@ -29,18 +29,21 @@ log = logging.getLogger(__name__)
 class _Half(asyncio.Protocol):
     """One side of a spliced pair: what it receives goes to its peer's transport."""
 
-    def __init__(self, on_lost=None, on_hangup=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, on_lost=None, on_hangup=None, on_made=None) -> None:  # type: ignore[no-untyped-def]
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] = []  # received before the pair existed
         self.on_lost = on_lost
         self.on_hangup = on_hangup  # this side ended the pair first
+        self.on_made = on_made
 
     def _peer_open(self) -> bool:
         return self.peer is not None and self.peer.transport is not None and not self.peer.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.on_made is not None:
+            self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -104,18 +107,20 @@ class VsockForwarder:
         return self
 
     def _accepted(self) -> _Half:
-        local = _Half(self._halves.discard)
+        local = _Half(self._halves.discard, on_made=self._made)
         self._halves.add(local)
+        return local
+
+    def _made(self, local: _Half) -> None:
+        """Dial from connection_made itself: no guess about when a loop calls it after the factory."""
+        assert local.transport is not None
+        local.transport.pause_reading()  # gRPC's bytes wait (in `pending` at most) for the VM end
         task = asyncio.get_running_loop().create_task(self._connect(local))
         self._dials.add(task)
         task.add_done_callback(self._dials.discard)
-        return local
 
     async def _connect(self, local: _Half) -> None:
-        await asyncio.sleep(0)  # let connection_made run
-        if local.transport is None or local.transport.is_closing():
-            return
-        local.transport.pause_reading()
+        assert local.transport is not None
         try:
             sock = self._spare.pop() if self._spare else await self.dialer.dial()
         except DomainError as error:
@@ -145,11 +150,8 @@ class VsockForwarder:
         if local.transport is None or local.transport.is_closing():
             remote.transport.close()  # type: ignore[union-attr]
             return
-        local.peer, remote.peer = remote, local
-        for data in local.pending:
-            remote.transport.write(data)  # type: ignore[union-attr]
-        local.pending.clear()
-        local.transport.resume_reading()
+        if _pair(local, remote):
+            self._vm_hung_up()
 
     def _vm_hung_up(self) -> None:
         # gRPC never closes first from the VM side in normal operation: name the failure
@@ -174,3 +176,24 @@ class VsockForwarder:
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def _pair(local: _Half, remote: _Half) -> bool:
+    """Join the halves, first passing on what either received before the pair existed.
+
+    The VM speaks first (HTTP/2 SETTINGS, already waiting on a probed socket): a loop
+    may deliver it before connect_accepted_socket returns (uvloop does). Dropping it left
+    gRPC waiting for the server preface until it gave up and reconnected: a second dial.
+    Returns whether the VM had already hung up.
+    """
+    assert local.transport is not None and remote.transport is not None
+    local.peer, remote.peer = remote, local
+    for half, other in ((local, remote), (remote, local)):
+        for data in half.pending:
+            other.transport.write(data)  # type: ignore[union-attr]
+        half.pending.clear()
+    if remote.transport.is_closing():
+        local.transport.close()  # flushes what the VM said, then ends gRPC's side too
+        return True
+    local.transport.resume_reading()
+    return False

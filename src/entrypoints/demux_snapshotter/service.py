@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import resource
@@ -13,7 +12,7 @@ from dependency_injector.wiring import Provide, inject
 
 from snapmux.entrypoints.demux_snapshotter.container import Container
 from snapmux.entrypoints.demux_snapshotter.settings import load_settings
-from snapmux.entrypoints.lifecycle import StopSignals, exit_on
+from snapmux.entrypoints.lifecycle import StopSignals, exit_on, run_event_loop
 from snapmux.entrypoints.logs import configure_logging
 
 PROG = "demux-snapshotter"
@@ -59,7 +58,7 @@ def _start(args: argparse.Namespace) -> None:
     settings = load_settings(args.config, args.log_level, args.log_format, address=args.address)
     configure_logging(settings.debug.log_level, settings.debug.log_format)  # httpx's line per resolve only at trace
     raise_open_file_limit()
-    asyncio.run(run(Container(settings=settings)))
+    run_event_loop(run(Container(settings=settings)))
 
 
 def main(args: argparse.Namespace) -> int:
