@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 
 from snapmux.domain.errors import ResourceExhaustedError
 
@@ -59,3 +62,27 @@ def syncfs(path: str) -> None:
             os.sync()
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def built_aside(final: str, prefix: str) -> Iterator[str]:
+    """A directory tree that appears at `final` whole or not at all: built in a scratch folder
+    beside it (`prefix*`, which a crash may leave for the next run to remove), synced, renamed into
+    place, and the rename synced. An error inside leaves nothing at `final` and no scratch."""
+    scratch = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(final))
+    try:
+        yield scratch
+        syncfs(scratch)
+        os.rename(scratch, final)
+        fsync_dir(os.path.dirname(final))
+    finally:
+        if os.path.lexists(scratch):
+            shutil.rmtree(scratch)
+
+
+def remove_entry(path: str) -> None:
+    """A leftover scratch file or tree, never followed through a symlink."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)

@@ -13,10 +13,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from pydantic_settings import TomlConfigSettingsSource
 
+from snapmux.adapters.unix_sockets import SocketAccess, group_id
 from snapmux.entrypoints.cli import LOG_FORMATS, ConfigError, log_level
 
 S = TypeVar("S", bound="LayeredSettings")
@@ -41,6 +42,21 @@ def _log_format(value: object) -> str:
 
 
 LogFormat = Annotated[str, BeforeValidator(_log_format)]
+
+
+def _known_group(value: str | int | None) -> str | int | None:
+    if value is not None:
+        group_id(value)  # ValueError: no such group
+    return value
+
+
+SocketGroup = Annotated[str | int | None, AfterValidator(_known_group)]
+"""A unix group (name or gid) that must exist now: a typo is a config error at start, not a 0600 socket."""
+
+
+def socket_access(group: str | int | None) -> SocketAccess:
+    """Who may connect to a daemon's unix sockets: root, plus `group` when one is configured."""
+    return SocketAccess(None if group is None else group_id(group))
 
 
 def _underscored(data: Any) -> Any:

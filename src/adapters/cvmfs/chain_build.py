@@ -15,12 +15,10 @@ import errno
 import os
 import shutil
 import stat
-import tempfile
 
 from snapmux.adapters.cvmfs.ducc import chain_dir
-from snapmux.adapters.durable import syncfs
 from snapmux.adapters.cvmfs.untar import OPAQUE_XATTR
-from snapmux.adapters.durable import fsync_dir
+from snapmux.adapters.durable import built_aside, remove_entry
 
 TMP_PREFIX = ".tmp-"
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
@@ -33,17 +31,10 @@ def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str)
         return False
     os.makedirs(os.path.dirname(final), exist_ok=True)
     remove_leftovers(os.path.dirname(final), chain_hex)
-    scratch = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{chain_hex}-", dir=os.path.dirname(final))
-    try:
+    with built_aside(final, f"{TMP_PREFIX}{chain_hex}-") as scratch:
         if parent_hex is not None:
             _clone(chain_dir(base, parent_hex), scratch)
         _apply(layerfs, scratch)
-        syncfs(scratch)
-        os.rename(scratch, final)
-        fsync_dir(os.path.dirname(final))
-    finally:
-        if os.path.lexists(scratch):
-            shutil.rmtree(scratch)
     return True
 
 
@@ -53,7 +44,7 @@ def remove_leftovers(folder: str, hex_digest: str) -> int:
     found = [name for name in os.listdir(folder) if name.startswith(prefix)] if os.path.isdir(folder) else []
     for name in found:
         path = os.path.join(folder, name)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+        remove_entry(path)
     return len(found)
 
 

@@ -20,8 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, ContextManager
@@ -33,7 +31,7 @@ from snapmux.adapters.cvmfs.layers import (
 )
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.untar import extract_layer
-from snapmux.adapters.durable import fsync_dir, syncfs, write_atomically
+from snapmux.adapters.durable import built_aside, remove_entry, write_atomically
 from snapmux.domain.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -88,7 +86,7 @@ class LayoutPublisher:
         leftovers = glob.glob(os.path.join(glob.escape(self.layers_dir), "*", _TMP_PREFIX + "*"))
         for path in leftovers:
             log.info("removing leftover of an interrupted publish: %s", path)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+            remove_entry(path)
         return len(leftovers)
 
     def publish_layer(self, digest: str, open_blob: BlobOpener, report: PublishReport) -> None:
@@ -100,16 +98,9 @@ class LayoutPublisher:
             report.skipped.append(digest)
             return
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{hex_digest}-", dir=os.path.dirname(final))
-        try:
+        with built_aside(final, f"{_TMP_PREFIX}{hex_digest}-") as scratch:
             self._extract_verified(digest, open_blob, scratch)
             _write_json(os.path.join(scratch, PUBLISHED_MARKER), {"digest": digest, "whiteouts": "overlay"})
-            syncfs(scratch)
-            os.rename(scratch, final)
-            fsync_dir(os.path.dirname(final))
-        finally:
-            if os.path.lexists(scratch):
-                shutil.rmtree(scratch)
         report.written.append(digest)
 
     def _extract_verified(self, digest: str, open_blob: BlobOpener, scratch: str) -> None:

@@ -41,8 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from snapmux.adapters.prometheus.http import parse_listen_address
-from snapmux.adapters.unix_sockets import SocketAccess, group_id
-from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, LogFormat, LogLevel, load_layered
+from snapmux.adapters.unix_sockets import SocketAccess
+from snapmux.entrypoints.settings_sources import (
+    ConfigError,
+    LayeredSettings,
+    LogFormat,
+    LogLevel,
+    SocketGroup,
+    load_layered,
+    socket_access,
+)
 
 DEFAULT_ADDRESS = "/run/containerd-cvmfs-grpc/containerd-cvmfs-grpc.sock"
 DEFAULT_ROOT = "/var/lib/containerd-cvmfs-grpc"
@@ -78,18 +86,11 @@ class CvmfsSnapshotterSettings(LayeredSettings):
     foreign_scan_budget: float = Field(DEFAULT_SCAN_BUDGET, ge=0, le=3600, allow_inf_nan=False)
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     metrics_address: str | None = None
-    socket_group: str | int | None = None
-
-    @field_validator("socket_group")
-    @classmethod
-    def _socket_group(cls, value: str | int | None) -> str | int | None:
-        if value is not None:
-            group_id(value)  # ValueError: no such group
-        return value
+    socket_group: SocketGroup = None
 
     def socket_access(self) -> SocketAccess:
         """Who may connect to the daemon's unix sockets."""
-        return SocketAccess(None if self.socket_group is None else group_id(self.socket_group))
+        return socket_access(self.socket_group)
 
     @field_validator("metrics_address")
     @classmethod

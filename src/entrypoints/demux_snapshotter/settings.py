@@ -50,9 +50,17 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from snapmux.adapters.metrics_proxy.port_range import PortRange
-from snapmux.adapters.unix_sockets import SocketAccess, group_id
+from snapmux.adapters.unix_sockets import SocketAccess
 from snapmux.entrypoints.demux_snapshotter.main import DEFAULT_CONFIG
-from snapmux.entrypoints.settings_sources import ConfigError, LayeredSettings, LogFormat, LogLevel, load_layered
+from snapmux.entrypoints.settings_sources import (
+    ConfigError,
+    LayeredSettings,
+    LogFormat,
+    LogLevel,
+    SocketGroup,
+    load_layered,
+    socket_access,
+)
 
 DEFAULT_LISTENER = "/var/lib/demux-snapshotter/snapshotter.sock"
 
@@ -86,19 +94,12 @@ class _Section(BaseModel):
 class ListenerSettings(_Section):
     type: Literal["unix"] = Field("unix", validation_alias=AliasChoices("type", "network"))
     address: str = DEFAULT_LISTENER
-    socket_group: str | int | None = None
-
-    @field_validator("socket_group")
-    @classmethod
-    def _socket_group(cls, value: str | int | None) -> str | int | None:
-        if value is not None:
-            group_id(value)  # ValueError: no such group
-        return value
+    socket_group: SocketGroup = None
 
     @property
     def access(self) -> SocketAccess:
         """Who may connect to the snapshots socket (whoever can is containerd's equal)."""
-        return SocketAccess(None if self.socket_group is None else group_id(self.socket_group))
+        return socket_access(self.socket_group)
 
 
 class ResolverSettings(_Section):
