@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from snapmux.adapters.cvmfs.chains import CHAINS_DIR
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.domain.labels import REMOTE_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish
@@ -46,8 +47,12 @@ class Stack:
                                   lambda: unix_socket_listening(self.socket))
 
     def push_and_publish(self, image: BuiltImage, reference: str) -> str:
+        """Published as layers only (the publisher's DUCC chains set aside, as in a layout without
+        them): these tests are about layers; chains are served, and tested, in test_cvmfs_first_pull."""
         remote = self.registry.push(image.layout, image.tag, reference)
         assert publish(["--plain-http", "--target", str(self.layout), remote]) == 0
+        if (self.layout / CHAINS_DIR).exists():
+            shutil.rmtree(self.layout / CHAINS_DIR)
         return remote
 
     def rpull(self, reference: str) -> int:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -57,7 +58,7 @@ class ImageResult:
     def line(self) -> str:
         name = f"{self.reference} [{self.platform}]" if self.platform else self.reference
         if self.error:
-            return f"FAILED {name}: {self.error}"
+            return f"publish failed: {name}: {self.error}"
         return (f"ok {name}: published {self.published} layer(s) ({self.bytes} bytes), skipped {self.skipped}, "
                 f"{self.chains} chain(s) written, {self.seconds:.2f} s")
 
@@ -129,7 +130,7 @@ class SitePublisher:
             source = RegistrySource(f"{wanted.repository}:latest", self._spool(), wanted.plain_http, self.authfile)
             tags = matching(list_tags(source.client, source.repo), wanted.tag)
         except Exception as error:  # noqa: BLE001 - one registry's failure is this input's result
-            return ImageResult(wanted.reference, error=f"listing tags: {_reason(error)}")
+            return ImageResult(wanted.reference, error=f"listing tags: {reason_of(error)}")
         if not tags:
             return ImageResult(wanted.reference, error="no tag matches")
         return [Wanted(f"{wanted.repository}:{tag}", wanted.plain_http) for tag in tags]
@@ -144,7 +145,7 @@ class SitePublisher:
         except (Stopped, LockWaitStopped) as error:
             result.error, result.stopped = f"stopped: {error}", True
         except Exception as error:  # noqa: BLE001 - bad registries, tars, json: this image's result
-            result.error = _reason(error)
+            result.error = reason_of(error)
         result.seconds = time.monotonic() - started
         log.info("%s", result.line())
         return result
@@ -247,5 +248,14 @@ class SitePublisher:
                           json.dumps(record, sort_keys=True, indent=1).encode())
 
 
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error)[:500]}"
+def reason_of(error: BaseException) -> str:
+    """What went wrong, as an operator reads it: the message, without Python's class names or
+    `[Errno N]` prefixes (a class name only when the error says nothing else)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror + (f": {os.fsdecode(error.filename)}" if error.filename else "")
+    else:
+        text = _ERRNO_PREFIX.sub("", str(error))
+    return (text or type(error).__name__)[:500]
+
+
+_ERRNO_PREFIX = re.compile(r"\[Errno -?\d+\] ")

@@ -28,7 +28,7 @@ from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport
 from snapmux.adapters.cvmfs.publish_gc import collect
 from snapmux.adapters.cvmfs.recipe import Wanted, load_recipe
 from snapmux.adapters.cvmfs.registry_auth import default_authfile
-from snapmux.adapters.cvmfs.site_publish import SitePublisher, Summary, record_key
+from snapmux.adapters.cvmfs.site_publish import SitePublisher, Summary, reason_of, record_key
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -95,7 +95,7 @@ def _one_pass(args: argparse.Namespace, publisher: SitePublisher, target: str) -
     try:
         inputs = _inputs(args)
     except Exception as error:  # noqa: BLE001 - a bad recipe is a message, not a trace
-        print(f"publish failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"publish failed: {reason_of(error)}", file=sys.stderr)
         return False
     summary = publisher.run(inputs)
     _print(summary, target)
@@ -105,11 +105,10 @@ def _one_pass(args: argparse.Namespace, publisher: SitePublisher, target: str) -
 
 
 def _print(summary: Summary, target: str) -> None:
+    """Successes and the summary on stdout (for scripts), each failure one line on stderr."""
     for image in summary.images:
         print(image.line(), file=sys.stderr if image.error else sys.stdout)
     print(summary.line(target))
-    for image in summary.failed:
-        print(f"publish failed: {image.reference}: {image.error}", file=sys.stderr)
 
 
 def _collect(args: argparse.Namespace, summary: Summary, target: str) -> None:
@@ -121,7 +120,7 @@ def _collect(args: argparse.Namespace, summary: Summary, target: str) -> None:
     try:
         print(collect(target, wanted, args.gc_grace).line())
     except Exception as error:  # noqa: BLE001
-        print(f"gc failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"gc failed: {reason_of(error)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
