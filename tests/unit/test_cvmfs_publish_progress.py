@@ -17,6 +17,7 @@ from rich.console import Console
 
 from snapmux.adapters.cvmfs.publish_progress import PlainProgress, TerminalProgress, for_stream
 from snapmux.adapters.cvmfs.recipe import Wanted
+from snapmux.adapters.cvmfs import site_publish
 from snapmux.adapters.cvmfs.site_publish import SitePublisher
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main
 from tests.support.site_images import family
@@ -177,3 +178,35 @@ def _read_all(leader: int) -> str:
             break
         chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
+
+
+class Broken(Recorder):
+    def advanced(self, digest, done):
+        raise RuntimeError("display gone")
+
+
+@needs_root
+def test_a_progress_display_that_breaks_does_not_fail_the_publish(tmp_path, caplog):
+    image = family(str(tmp_path / "images"), ["a:1"])["a:1"]
+    broken = Broken()
+    summary = SitePublisher(str(tmp_path / "layout"), progress=broken).run([Wanted(image.oci_ref)])
+    assert not summary.failed and summary.images[0].published == len(image.layers)
+    assert "progress display turned off: display gone" in caplog.text
+    assert len(broken.events) == 1 and broken.events[0][0] == "started"  # not called after it broke
+
+
+@needs_root
+def test_a_layer_stopped_by_sigterm_is_reported_stopped_not_failed(tmp_path, monkeypatch):
+    image = family(str(tmp_path / "images"), ["a:1"])["a:1"]
+    recorder = Recorder()
+    publisher = SitePublisher(str(tmp_path / "layout"), jobs=1, progress=recorder)
+
+    def sigterm_mid_layer(digest, opener, report):
+        publisher.stop.set()
+        raise site_publish.Stopped(f"stopped in layer {digest}")
+
+    monkeypatch.setattr(publisher.layout, "publish_layer", sigterm_mid_layer)
+    summary = publisher.run([Wanted(image.oci_ref)])
+    assert summary.stopped and not summary.failed
+    outcomes = {event[2] for event in recorder.events if event[0] == "finished"}
+    assert outcomes == {"stopped"}

@@ -10,6 +10,7 @@ CI), nothing for `--quiet` and `--json`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,8 +19,10 @@ from typing import IO, ContextManager, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TaskID, TextColumn, TransferSpeedColumn
 
+log = logging.getLogger(__name__)
+
 Outcome = str
-"""How a layer ended: "published", "skipped" (already in place) or "failed"."""
+"""How a layer ended: "published", "skipped" (already in place), "failed" or "stopped" (SIGTERM)."""
 
 
 class Progress(Protocol):
@@ -122,6 +125,35 @@ class TerminalProgress:
             if self._running:
                 self._bars.stop()
                 self._running = False
+
+
+class Guarded:
+    """A display that breaks (a closed terminal, a bug) must never fail a publish: its first
+    error is logged, and it is not called again."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self._broken = progress, False
+
+    def started(self, digest: str, size: int | None) -> None:
+        self._call("started", digest, size)
+
+    def advanced(self, digest: str, done: int) -> None:
+        self._call("advanced", digest, done)
+
+    def finished(self, digest: str, outcome: Outcome) -> None:
+        self._call("finished", digest, outcome)
+
+    def close(self) -> None:
+        self._call("close")
+
+    def _call(self, name: str, *args: object) -> None:
+        if self._broken:
+            return
+        try:
+            getattr(self.progress, name)(*args)
+        except Exception as error:  # noqa: BLE001 - the layers matter, their display does not
+            self._broken = True
+            log.warning("progress display turned off: %s", error)
 
 
 def for_stream(stream: IO[str]) -> Progress:

@@ -31,7 +31,7 @@ from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWait
 from snapmux.adapters.cvmfs.oci import RegistrySource, host_platform, open_source
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher, PublishReport
-from snapmux.adapters.cvmfs.publish_progress import NoProgress, Progress, counted
+from snapmux.adapters.cvmfs.publish_progress import Guarded, NoProgress, Progress, counted
 from snapmux.adapters.durable import write_atomically
 from snapmux.adapters.cvmfs.recipe import Wanted, list_tags, matching
 from snapmux.domain.errors import InvalidArgumentError
@@ -104,7 +104,7 @@ class SitePublisher:
         self.platforms = platforms or [host_platform()]
         self.authfile, self.stale_after = authfile, stale_after
         self.stop = stop or threading.Event()
-        self.progress = progress or NoProgress()
+        self.progress = Guarded(progress or NoProgress())
         self._layers: dict[str, Future] = {}
         self._mutex = threading.Lock()
 
@@ -193,6 +193,9 @@ class SitePublisher:
         """Each layer this pass owns ends with one `finished` call, whatever happened."""
         try:
             outcome = self._fetch_layer(digest, opener, size)
+        except (Stopped, LockWaitStopped):
+            self.progress.finished(digest, "stopped")
+            raise
         except BaseException:
             self.progress.finished(digest, "failed")
             raise
