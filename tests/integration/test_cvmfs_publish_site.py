@@ -251,3 +251,33 @@ async def test_a_download_cut_short_resumes_with_a_range_request(registry, tmp_p
     argv = ["--plain-http", "--target", str(corrupt), f"{registry.host}/app:1.0"]
     assert await asyncio.to_thread(publish, argv) == 1 and not bad.exists()  # refused, and not kept
     assert await asyncio.to_thread(publish, argv) == 0
+
+
+def _publish_command(*args):
+    command = os.path.join(os.path.dirname(sys.executable), "cvmfs-snapshotter")
+    return subprocess.run([command, "publish", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_reports_progress_plainly_then_as_json_and_is_silent_when_quiet(registry, tmp_path):
+    built = push_family(registry, tmp_path, ["app:1.0"], own_mb=3)["app:1.0"]
+    reference = f"{registry.host}/app:1.0"
+    plain = _publish_command("--target", str(tmp_path / "plain"), "--plain-http", reference)
+    assert plain.returncode == 0, plain.stderr
+    for layer in built.layers:  # bytes counted from the registry's chunks, as downloaded
+        assert f"layer {layer.digest}: fetching {layer.size} bytes" in plain.stderr
+        assert f"layer {layer.digest}: published, {layer.size} bytes in " in plain.stderr
+    assert plain.stdout.startswith(f"ok {reference} [{PLATFORM}]")
+    target = str(tmp_path / "layout")
+    first = _publish_command("--json", "--target", target, "--plain-http", reference)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    summary = json.loads(first.stdout)
+    [image] = summary["images"]
+    assert (image["reference"], image["platform"], image["error"]) == (reference, PLATFORM, None)
+    assert (image["published"], image["skipped"]) == (len(built.layers), 0)
+    assert image["bytes"] == summary["totals"]["bytes"] == sum(layer.size for layer in built.layers)
+    again = _publish_command("--quiet", "--target", target, "--plain-http", reference)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    missing = _publish_command("--quiet", "--target", target, "--plain-http", f"{registry.host}/app:9.9")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith(f"publish failed: {registry.host}/app:9.9") and missing.stderr.count("\n") == 1

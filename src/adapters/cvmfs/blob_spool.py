@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from snapmux.adapters.cvmfs.layers import parse_digest
@@ -29,8 +29,11 @@ def part_path(layers_dir: str, hex_digest: str) -> str:
 class ResumingOpener:
     """`open_blob` for LayoutPublisher.publish_layer: resumes `<part>` and yields it from the start."""
 
-    def __init__(self, source: RegistrySource, layers_dir: str, sizes: dict[str, int]) -> None:
+    def __init__(self, source: RegistrySource, layers_dir: str, sizes: dict[str, int],
+                 progress: Callable[[str, int], None] | None = None) -> None:
         self.source, self.layers_dir, self.sizes = source, layers_dir, sizes
+        self.progress = progress or (lambda digest, done: None)
+        """Told each chunk's length as it is spooled (and, first, what a resumed spool had)."""
 
     @contextlib.contextmanager
     def __call__(self, digest: str) -> Iterator[IO[bytes]]:
@@ -50,6 +53,7 @@ class ResumingOpener:
     def _fill(self, digest: str, path: str) -> None:
         have = os.path.getsize(path) if os.path.exists(path) else 0
         if self.sizes.get(digest) is not None and have >= self.sizes[digest]:
+            self.progress(digest, have)
             return
         headers = {"Range": f"bytes={have}-"} if have else {}
         url = f"{self.source.repo}/blobs/sha256:{parse_digest(digest)}"
@@ -58,9 +62,12 @@ class ResumingOpener:
                 raise NotFoundError(f"registry: blob {digest} not found")
             response.raise_for_status()
             limit = self.sizes.get(digest)
+            if response.status_code == 206:
+                self.progress(digest, have)
             with open(path, "ab" if response.status_code == 206 else "wb") as spool:
                 for chunk in response.iter_bytes(1 << 20):
                     spool.write(chunk)
+                    self.progress(digest, len(chunk))
                     if limit is not None and spool.tell() > limit:  # a blob that never ends
                         spool.close()
                         os.unlink(path)

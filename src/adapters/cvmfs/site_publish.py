@@ -31,6 +31,7 @@ from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWait
 from snapmux.adapters.cvmfs.oci import RegistrySource, host_platform, open_source
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher, PublishReport
+from snapmux.adapters.cvmfs.publish_progress import Guarded, NoProgress, Progress, counted
 from snapmux.adapters.durable import write_atomically
 from snapmux.adapters.cvmfs.recipe import Wanted, list_tags, matching
 from snapmux.domain.errors import InvalidArgumentError
@@ -76,14 +77,18 @@ class Summary:
     def stopped(self) -> list[ImageResult]:
         return [image for image in self.images if image.stopped]
 
+    def totals(self) -> dict[str, int | float]:
+        return {"published": sum(image.published for image in self.images),
+                "skipped": sum(image.skipped for image in self.images),
+                "bytes": sum(image.bytes for image in self.images),
+                "ok": len(self.images) - len(self.failed) - len(self.stopped),
+                "failed": len(self.failed), "stopped": len(self.stopped), "seconds": round(self.seconds, 3)}
+
     def line(self, target: str) -> str:
-        published = sum(image.published for image in self.images)
-        skipped = sum(image.skipped for image in self.images)
-        size = sum(image.bytes for image in self.images)
-        return (f"published {published} layer(s), skipped {skipped} already present into {target}: "
-                f"{len(self.images) - len(self.failed) - len(self.stopped)} image(s) ok, {len(self.failed)} failed, "
-                f"{len(self.stopped)} stopped, "
-                f"{size} bytes in {self.seconds:.2f} s")
+        total = self.totals()
+        return (f"published {total['published']} layer(s), skipped {total['skipped']} already present into {target}: "
+                f"{total['ok']} image(s) ok, {total['failed']} failed, {total['stopped']} stopped, "
+                f"{total['bytes']} bytes in {self.seconds:.2f} s")
 
 
 def record_key(reference: str, platform: str) -> str:
@@ -93,12 +98,13 @@ def record_key(reference: str, platform: str) -> str:
 class SitePublisher:
     def __init__(self, base: str, jobs: int = 4, platforms: list[str] | None = None, authfile: str | None = None,
                  stop: threading.Event | None = None, limits: LayerLimits | None = None,
-                 stale_after: float = DEFAULT_STALE_AFTER) -> None:
+                 stale_after: float = DEFAULT_STALE_AFTER, progress: Progress | None = None) -> None:
         self.layout = LayoutPublisher(base, limits)
         self.base, self.jobs = self.layout.store.base, max(1, jobs)
         self.platforms = platforms or [host_platform()]
         self.authfile, self.stale_after = authfile, stale_after
         self.stop = stop or threading.Event()
+        self.progress = Guarded(progress or NoProgress())
         self._layers: dict[str, Future] = {}
         self._mutex = threading.Lock()
 
@@ -120,6 +126,7 @@ class SitePublisher:
                     if (each.reference, platform) not in jobs:
                         jobs[each.reference, platform] = images.submit(self._image, each, platform)
             summary.images.extend(job.result() for job in jobs.values())
+        self.progress.close()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -162,8 +169,9 @@ class SitePublisher:
         if not self._recorded(wanted.reference, platform, image.manifest_digest):
             self._write_record(wanted.reference, platform, image.manifest_digest, digests, chains, complete=False)
         sizes = {layer["digest"]: layer.get("size") for layer in descriptors}
-        opener = ResumingOpener(source, self._spool(), sizes) if isinstance(source, RegistrySource) else source.open_blob
-        owned = {digest: self._layer_future(digest, opener) for digest in digests}
+        opener = ResumingOpener(source, self._spool(), sizes, self.progress.advanced) \
+            if isinstance(source, RegistrySource) else counted(source.open_blob, self.progress.advanced, sizes)
+        owned = {digest: self._layer_future(digest, opener, sizes.get(digest)) for digest in digests}
         for layer in descriptors:
             future, mine = owned[layer["digest"]]
             if future.result() == "published" and mine:
@@ -174,14 +182,27 @@ class SitePublisher:
         self._write_manifest(image.manifest_digest, image.manifest, image.config)
         self._write_record(wanted.reference, platform, image.manifest_digest, digests, chains, complete=True)
 
-    def _layer_future(self, digest: str, opener: BlobOpener) -> tuple[Future, bool]:
+    def _layer_future(self, digest: str, opener: BlobOpener, size: int | None) -> tuple[Future, bool]:
         with self._mutex:
             if digest in self._layers:
                 return self._layers[digest], False
-            future = self._layers[digest] = self._pool.submit(self._publish_layer, digest, opener)
+            future = self._layers[digest] = self._pool.submit(self._publish_layer, digest, opener, size)
             return future, True
 
-    def _publish_layer(self, digest: str, opener: BlobOpener) -> str:
+    def _publish_layer(self, digest: str, opener: BlobOpener, size: int | None) -> str:
+        """Each layer this pass owns ends with one `finished` call, whatever happened."""
+        try:
+            outcome = self._fetch_layer(digest, opener, size)
+        except (Stopped, LockWaitStopped):
+            self.progress.finished(digest, "stopped")
+            raise
+        except BaseException:
+            self.progress.finished(digest, "failed")
+            raise
+        self.progress.finished(digest, outcome)
+        return outcome
+
+    def _fetch_layer(self, digest: str, opener: BlobOpener, size: int | None) -> str:
         hex_digest = parse_digest(digest)
         store = self.layout.store
         if store.check_now(hex_digest).exists:
@@ -193,6 +214,7 @@ class SitePublisher:
             if store.check_now(hex_digest).exists:
                 return "skipped"  # another publisher did it while we waited
             remove_leftovers(folder, hex_digest)
+            self.progress.started(digest, size)
             report = PublishReport()
             try:
                 self.layout.publish_layer(digest, opener, report)

@@ -14,6 +14,7 @@ run on several hosts at once. Exit code 0 only when every image was published.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.oci import ImageSource, host_platform
 from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport
 from snapmux.adapters.cvmfs.publish_gc import collect
+from snapmux.adapters.cvmfs.publish_progress import NoProgress, Progress, for_stream
 from snapmux.adapters.cvmfs.recipe import Wanted, load_recipe
 from snapmux.adapters.cvmfs.registry_auth import default_authfile
 from snapmux.adapters.cvmfs.site_publish import SitePublisher, Summary, reason_of, record_key
@@ -74,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="refuse a layer whose files add up to more (default: %(default)s, 128 GiB)")
     parser.add_argument("--max-layer-entries", type=_positive, default=LayerLimits.max_entries,
                         help="refuse a layer with more entries (default: %(default)s)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("-q", "--quiet", action="store_true", help="print nothing but failures (for scripts)")
+    output.add_argument("--json", action="store_true",
+                        help="no progress; one JSON summary object on stdout per pass (failures also on stderr)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -98,17 +104,42 @@ def _one_pass(args: argparse.Namespace, publisher: SitePublisher, target: str) -
         print(f"publish failed: {reason_of(error)}", file=sys.stderr)
         return False
     summary = publisher.run(inputs)
-    _print(summary, target)
+    _print(summary, target, args)
     if args.gc and not publisher.stop.is_set():
         _collect(args, summary, target)
     return not summary.failed
 
 
-def _print(summary: Summary, target: str) -> None:
-    """Successes and the summary on stdout (for scripts), each failure one line on stderr."""
+def _print(summary: Summary, target: str, args: argparse.Namespace) -> None:
+    """Successes and the summary on stdout (for scripts), each failure one line on stderr, in
+    every mode; --json replaces the stdout lines with one object, --quiet drops them."""
     for image in summary.images:
-        print(image.line(), file=sys.stderr if image.error else sys.stdout)
-    print(summary.line(target))
+        if image.error:
+            print(image.line(), file=sys.stderr)
+        elif not (args.quiet or args.json):
+            print(image.line())
+    if args.json:
+        print(json.dumps(as_json(summary, target)), flush=True)
+    elif not args.quiet:
+        print(summary.line(target))
+
+
+def as_json(summary: Summary, target: str) -> dict:
+    images = [{"reference": image.reference, "platform": image.platform, "published": image.published,
+               "skipped": image.skipped, "bytes": image.bytes, "chains": image.chains,
+               "seconds": round(image.seconds, 3), "error": image.error or None, "stopped": image.stopped}
+              for image in summary.images]
+    return {"target": target, "images": images, "totals": summary.totals()}
+
+
+def _progress(args: argparse.Namespace) -> Progress:
+    return NoProgress() if args.quiet or args.json else for_stream(sys.stderr)
+
+
+def _notice(args: argparse.Namespace, line: str) -> None:
+    """What is neither a failure nor the summary: stdout by default, stderr beside --json."""
+    if not args.quiet:
+        print(line, file=sys.stderr if args.json else sys.stdout)
 
 
 def _collect(args: argparse.Namespace, summary: Summary, target: str) -> None:
@@ -118,7 +149,7 @@ def _collect(args: argparse.Namespace, summary: Summary, target: str) -> None:
         return
     wanted = {record_key(image.reference, image.platform) for image in summary.images}
     try:
-        print(collect(target, wanted, args.gc_grace).line())
+        _notice(args, collect(target, wanted, args.gc_grace).line())
     except Exception as error:  # noqa: BLE001
         print(f"gc failed: {reason_of(error)}", file=sys.stderr)
 
@@ -133,12 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     limits = LayerLimits(max_bytes=args.max_layer_bytes, max_entries=args.max_layer_entries)
-    publisher = SitePublisher(target, args.jobs, args.platform.split(","), args.authfile, stop, limits)
+    publisher = SitePublisher(target, args.jobs, args.platform.split(","), args.authfile, stop, limits,
+                              progress=_progress(args))
     ok = _one_pass(args, publisher, target)
     while args.loop and not stop.wait(args.interval):
         ok = _one_pass(args, publisher, target)
     if stop.is_set():
-        print("publish: stopped by SIGTERM after finishing the layers in progress")
+        _notice(args, "publish: stopped by SIGTERM after finishing the layers in progress")
     return 0 if ok else 1
 
 
