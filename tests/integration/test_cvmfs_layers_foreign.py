@@ -21,8 +21,8 @@ from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
-from snapmux.adapters.local.mounts import MountOptions
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.mounts import MountOptions
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from tests.integration.conftest import require_root

@@ -17,7 +17,7 @@ from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.oci import OciLayoutSource
 from snapmux.adapters.cvmfs.publish import LayoutPublisher
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from tests.integration.conftest import require_root
 
 pytestmark = pytest.mark.integration

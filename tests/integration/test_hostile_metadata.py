@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening

@@ -20,7 +20,7 @@ import subprocess
 import pytest
 
 from snapmux.adapters.cvmfs.chains import chain_dir, chain_ids
-from snapmux.adapters.local.lowers import HIDER_DIR
+from snapmux.adapters.overlay.lowers import HIDER_DIR
 from tests.integration.conftest import require_binaries, require_root
 from tests.integration.test_cvmfs_first_pull import SNAPSHOTTER, FirstPull
 from tests.support.containerd import Containerd

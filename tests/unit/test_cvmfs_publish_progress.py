@@ -189,7 +189,7 @@ class Broken(Recorder):
 def test_a_progress_display_that_breaks_does_not_fail_the_publish(tmp_path, caplog):
     image = family(str(tmp_path / "images"), ["a:1"])["a:1"]
     broken = Broken()
-    summary = SitePublisher(str(tmp_path / "layout"), progress=broken).run([Wanted(image.oci_ref)])
+    summary = SitePublisher(str(tmp_path / "layout"), jobs=1, progress=broken).run([Wanted(image.oci_ref)])  # one layer at a time: the first to break is the last called
     assert not summary.failed and summary.images[0].published == len(image.layers)
     assert "progress display turned off: display gone" in caplog.text
     assert len(broken.events) == 1 and broken.events[0][0] == "started"  # not called after it broke

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.state.namespace_file import JsonFileNamespaceMemory
 from snapmux.domain.errors import InvalidArgumentError
 from snapmux.entrypoints.cvmfs_snapshotter.settings import load_settings as cvmfs_settings

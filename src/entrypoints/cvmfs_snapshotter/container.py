@@ -27,8 +27,8 @@ from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
-from snapmux.adapters.local.mounts import MountOptions
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.mounts import MountOptions
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.vsock.bridge import SocketBridge, vsock_listener
 from snapmux.adapters.prometheus.http import metrics_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry

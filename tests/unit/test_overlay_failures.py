@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 
-from snapmux.adapters.local.layout import Layout
-from snapmux.adapters.local.mounts import MountOptions
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
-from snapmux.adapters.local.sqlite_store import SqliteMetadataStore
+from snapmux.adapters.overlay.layout import Layout
+from snapmux.adapters.overlay.mounts import MountOptions
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.sqlite_store import SqliteMetadataStore
 from snapmux.domain.errors import NotFoundError, ResourceExhaustedError
 
 

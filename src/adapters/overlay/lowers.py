@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from snapmux.adapters.local.sqlite_store import Link
+from snapmux.adapters.overlay.sqlite_store import Link
 
 CATALOG_MARKER = ".cvmfscatalog"
 SHORT_FORM_AT = 3072

@@ -15,9 +15,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from snapmux.adapters.local.layout import Layout
-from snapmux.adapters.local.lowers import stack
-from snapmux.adapters.local.sqlite_store import Link
+from snapmux.adapters.overlay.layout import Layout
+from snapmux.adapters.overlay.lowers import stack
+from snapmux.adapters.overlay.sqlite_store import Link
 from snapmux.domain.model import Kind, Mount
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
 from snapmux.domain.model import Kind, Usage
 
@@ -190,7 +190,7 @@ async def test_remove_and_cleanup_never_follow_into_the_shadows(snapshotter, sou
 def test_a_root_from_before_shadows_gains_the_column(tmp_path):
     import sqlite3
 
-    from snapmux.adapters.local.sqlite_store import SqliteMetadataStore
+    from snapmux.adapters.overlay.sqlite_store import SqliteMetadataStore
 
     path = str(tmp_path / "metadata.db")
     old = sqlite3.connect(path)

@@ -30,8 +30,8 @@ import uuid
 
 from snapmux.adapters.durable import fsync_dir
 from snapmux.adapters.file_modes import create_private_file, make_dirs
-from snapmux.adapters.local.store_checks import UnusableStoreError, check_root
-from snapmux.adapters.local.lowers import HIDER_DIR, LowerPaths
+from snapmux.adapters.overlay.store_checks import UnusableStoreError, check_root
+from snapmux.adapters.overlay.lowers import HIDER_DIR, LowerPaths
 
 log = logging.getLogger(__name__)
 

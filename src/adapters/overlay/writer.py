@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from snapmux.adapters.local.sqlite_store import SqliteMetadataStore, Transaction
+from snapmux.adapters.overlay.sqlite_store import SqliteMetadataStore, Transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from snapmux.adapters.local.sqlite_store import Link, Row
+from snapmux.adapters.overlay.sqlite_store import Link, Row
 from snapmux.domain.errors import NotFoundError
 
 

@@ -23,14 +23,14 @@ from typing import TypeVar
 
 from snapmux.adapters.cpu_turns import kept
 from snapmux.adapters.durable import out_of_space
-from snapmux.adapters.local.cache import MetadataCache
-from snapmux.adapters.local.layout import Layout, delete_tree
-from snapmux.adapters.local.lowers import stack, visible
-from snapmux.adapters.local.mounts import MountOptions, mounts_for
-from snapmux.adapters.local.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
-from snapmux.adapters.local.store_checks import RESTORE, UnusableStoreError
-from snapmux.adapters.local.usage import disk_usage
-from snapmux.adapters.local.writer import BatchingWriter, Written
+from snapmux.adapters.overlay.cache import MetadataCache
+from snapmux.adapters.overlay.layout import Layout, delete_tree
+from snapmux.adapters.overlay.lowers import stack, visible
+from snapmux.adapters.overlay.mounts import MountOptions, mounts_for
+from snapmux.adapters.overlay.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
+from snapmux.adapters.overlay.store_checks import RESTORE, UnusableStoreError
+from snapmux.adapters.overlay.usage import disk_usage
+from snapmux.adapters.overlay.writer import BatchingWriter, Written
 from snapmux.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from snapmux.domain.filters import parse_filters
 from snapmux.domain.model import Info, Kind, Mount, Usage, apply_update, validate_key, validate_labels

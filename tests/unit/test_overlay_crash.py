@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 
-from snapmux.adapters.local.layout import Layout
-from snapmux.adapters.local.mounts import MountOptions
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
-from snapmux.adapters.local.sqlite_store import SqliteMetadataStore
+from snapmux.adapters.overlay.layout import Layout
+from snapmux.adapters.overlay.mounts import MountOptions
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.sqlite_store import SqliteMetadataStore
 from snapmux.domain.errors import DomainError
 from snapmux.domain.model import Info, Kind
 
@@ -128,7 +128,7 @@ async def child(root: str, sources: list[str], seed: int, exit_at: int, ops: int
 
 
 def spawn(root: Path, sources: list[str], seed: int, exit_at: int, ops: int) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "tests.unit.test_local_crash", str(root), str(seed), str(exit_at), str(ops), *sources]
+    argv = [sys.executable, "-m", "tests.unit.test_overlay_crash", str(root), str(seed), str(exit_at), str(ops), *sources]
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from snapmux.adapters.local.store_checks import (
+from snapmux.adapters.overlay.store_checks import (
     RESTORE,
     SCHEMA_VERSION,
     UnusableStoreError,

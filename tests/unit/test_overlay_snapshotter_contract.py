@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from tests.contract.snapshot_service import SnapshotServiceContract
 from tests.support.grpc_client import served_over_grpc
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from snapmux.adapters.local.layout import Layout
-from snapmux.adapters.local.sqlite_store import Link
-from snapmux.adapters.local.mounts import MountOptions, mounts_for
-from snapmux.adapters.local.snapshotter import OverlaySnapshotter
-from snapmux.adapters.local.usage import disk_usage
+from snapmux.adapters.overlay.layout import Layout
+from snapmux.adapters.overlay.sqlite_store import Link
+from snapmux.adapters.overlay.mounts import MountOptions, mounts_for
+from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
+from snapmux.adapters.overlay.usage import disk_usage
 from snapmux.domain.model import Kind, Mount
 
 
