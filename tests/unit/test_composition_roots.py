@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import ast
 import os
+import socket
+import tempfile
 from pathlib import Path
 
+import grpc
 import pytest
 from dependency_injector import errors
 
@@ -77,3 +80,39 @@ async def test_a_snapshots_server_stops_with_the_grace_before_its_socket_is_unli
 
     assert seen == [(grpc_server.SHUTDOWN_GRACE_SECONDS, True)]
     assert not os.path.exists(path)
+
+
+async def test_the_cvmfs_vsock_server_serves_through_the_bridge_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """AF_VSOCK cannot be dialled on every kernel: an AF_UNIX listener stands in (same bridge code)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from snapmux.adapters.grpc.health import SnapshotsHealth
+    from snapmux.adapters.unix_sockets import OWNER_ONLY
+    from snapmux.entrypoints.cvmfs_snapshotter import container as cvmfs_container
+
+    front = str(tmp_path / "front.sock")
+
+    def unix_listener(port):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(front)
+        listener.listen()
+        return listener
+
+    monkeypatch.setattr(cvmfs_container, "vsock_listener", unix_listener)
+    private_dirs = tmp_path / "tmp"
+    private_dirs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_dirs))  # where the server's private socket goes
+    health = SnapshotsHealth()
+    serving = cvmfs_container.snapshots_server(InMemorySnapshotService(), "vsock://10000", OWNER_ONLY, health)
+    listening = await anext(serving)
+    [private] = os.listdir(private_dirs)
+    assert os.listdir(private_dirs / private) == ["grpc.sock"]
+    channel = grpc.aio.insecure_channel(f"unix://{front}")
+    try:
+        request = health_pb2.HealthCheckRequest(service="")
+        answer = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+        assert (listening.address, answer.status) == ("vsock://10000", health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        await channel.close()
+        await serving.aclose()
+    assert os.listdir(private_dirs) == []
