@@ -91,11 +91,11 @@ def warn_if_unusable(mountpoint: str) -> None:
 
 @dataclass
 class Listening:
-    """The running gRPC server and, for vsock, the bridge in front of its private unix socket."""
+    """The running gRPC server and the address it is reached on (for vsock, through the bridge
+    in front of its private unix socket: `_bridged` closes it before the server stops)."""
 
     server: grpc.aio.Server
     address: str
-    bridge: SocketBridge | None = None
 
 
 @contextlib.asynccontextmanager
@@ -109,7 +109,7 @@ async def _bridged(snapshots: SnapshotService, port: int, health: SnapshotsHealt
             bridge = SocketBridge(vsock_listener(port), socket)
             await bridge.start()
             try:
-                yield Listening(server, f"vsock://{port}", bridge)
+                yield Listening(server, f"vsock://{port}")
             finally:
                 await bridge.close()
     finally:
