@@ -62,10 +62,8 @@ def resolver(tmp_path, probe: ListeningProbe):
     static = tmp_path / "static.json"
     static.write_text("{}")
     settings = resolver_settings(address="127.0.0.1:0", backend="static", static={"path": str(static)})
-    container = ResolverContainer()
-    container.config.from_dict(settings.model_dump())
+    container = ResolverContainer(settings=settings)
     container.server.set_provides(probe.resource)
-    container.wire(modules=[resolver_service])
     return resolver_service.run(container)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -22,6 +24,9 @@ UNACCEPTED_CALL_SECONDS = 24 * 3600
 """gRPC core cancels a call not accepted within this (default 30 s): under a burst of a thousand
 Lists the last ones came back CANCELLED. Go's server has no such limit; the caller's deadline is
 what bounds a call."""
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+"""In-flight calls get this long to finish on SIGTERM before they are cancelled."""
 
 
 def new_snapshots_server(
@@ -67,3 +72,21 @@ async def start_unix_snapshots_server(
         raise
     await server.start()
     return server
+
+
+async def unix_snapshots_server(
+    service: SnapshotService,
+    path: str,
+    access: SocketAccess = OWNER_ONLY,
+    health: SnapshotsHealth | None = None,
+) -> AsyncIterator[grpc.aio.Server]:
+    """Serves as `start_unix_snapshots_server` says until closed (a Resource body). Closing stops
+    the server first, in-flight calls getting SHUTDOWN_GRACE_SECONDS, and only then unlinks the
+    socket: a call made during the grace still reaches a server that answers it."""
+    server = await start_unix_snapshots_server(service, path, access=access, health=health)
+    try:
+        yield server
+    finally:
+        await server.stop(SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

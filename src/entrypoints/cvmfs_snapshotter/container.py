@@ -26,7 +26,7 @@ from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.adapters.grpc.health import SnapshotsHealth
-from snapmux.adapters.grpc.server import start_unix_snapshots_server
+from snapmux.adapters.grpc.server import unix_snapshots_server
 from snapmux.adapters.overlay.mounts import MountOptions
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.vsock.bridge import SocketBridge, vsock_listener
@@ -39,10 +39,6 @@ from snapmux.entrypoints.cvmfs_snapshotter.settings import CvmfsSnapshotterSetti
 from snapmux.entrypoints.lifecycle import listened, listening_on
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_GRACE_SECONDS = 30.0
-"""In-flight calls get this long to finish on SIGTERM before they are cancelled."""
-
 
 async def overlay_snapshotter(root: str) -> AsyncIterator[OverlaySnapshotter]:
     snapshotter = await OverlaySnapshotter.open(root)
@@ -95,22 +91,27 @@ def warn_if_unusable(mountpoint: str) -> None:
 
 @dataclass
 class Listening:
-    """The running gRPC server and, for vsock, the bridge in front of its private unix socket."""
+    """The running gRPC server and the address it is reached on (for vsock, through the bridge
+    in front of its private unix socket: `_bridged` closes it before the server stops)."""
 
     server: grpc.aio.Server
     address: str
-    bridge: SocketBridge | None = None
 
 
 @contextlib.asynccontextmanager
 async def _bridged(snapshots: SnapshotService, port: int, health: SnapshotsHealth) -> AsyncIterator[Listening]:
     """The gRPC server's own socket is 0600 in a 0700 directory: only the bridge dials it."""
     private = tempfile.mkdtemp(prefix="cvmfs-snapshotter-")
+    socket = os.path.join(private, "grpc.sock")
     try:
-        server = await start_unix_snapshots_server(snapshots, os.path.join(private, "grpc.sock"), health=health)
-        bridge = SocketBridge(vsock_listener(port), os.path.join(private, "grpc.sock"))
-        await bridge.start()
-        yield Listening(server, f"vsock://{port}", bridge)
+        async with contextlib.aclosing(unix_snapshots_server(snapshots, socket, health=health)) as serving:
+            server = await anext(serving)
+            bridge = SocketBridge(vsock_listener(port), socket)
+            await bridge.start()
+            try:
+                yield Listening(server, f"vsock://{port}")
+            finally:
+                await bridge.close()
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
@@ -128,24 +129,20 @@ async def snapshots_server(
     service says SERVING from here (the store is open: it is a dependency) until shutdown begins."""
     port = vsock_port(address)
     async with contextlib.AsyncExitStack() as stack:
-        with listening_on(address):
-            if port is None:
-                server = await start_unix_snapshots_server(snapshots, address, access=access, health=health)
-                listening = Listening(server, address)
-            else:
+        if port is None:
+            server = await stack.enter_async_context(
+                listened(address, unix_snapshots_server(snapshots, address, access, health))
+            )
+            listening = Listening(server, address)
+        else:
+            with listening_on(address):
                 listening = await stack.enter_async_context(_bridged(snapshots, port, health))
         log.info("serving containerd snapshots API on %s", listening.address)
         await health.serving()
         try:
             yield listening
         finally:
-            await health.stopping()
-            if listening.bridge is not None:
-                await listening.bridge.close()
-            await listening.server.stop(SHUTDOWN_GRACE_SECONDS)
-            if port is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(address)
+            await health.stopping()  # then the bridge closes, the server stops with its grace, the socket goes
 
 
 class Container(containers.DeclarativeContainer):

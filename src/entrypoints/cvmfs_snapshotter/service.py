@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dependency_injector.wiring import Provide, inject
-
-from snapmux.entrypoints.cvmfs_snapshotter.container import Container, Listening
+from snapmux.entrypoints.cvmfs_snapshotter.container import Container
 from snapmux.entrypoints.cvmfs_snapshotter.settings import load_settings, vsock_port
 from snapmux.entrypoints.lifecycle import StopSignals, exit_on, run_event_loop
 from snapmux.entrypoints.logs import configure_logging
@@ -16,23 +14,21 @@ PROG = "cvmfs-snapshotter"
 log = logging.getLogger(PROG)
 
 
-@inject
-async def serve(stop: StopSignals, listening: Listening = Provide[Container.server]) -> None:
+async def serve(stop: StopSignals, container: Container) -> None:
     """Runs until SIGTERM/SIGINT; shutdown (in run) lets in-flight calls finish and deletes nothing."""
+    listening = await container.server()
     await stop.serve_until_signalled(log, [f"ready on {listening.address}"])
 
 
 async def run(container: Container) -> None:
     stop = StopSignals()
-    container.wire(modules=[__name__])
     try:
         await container.init_resources()
-        await serve(stop)
+        await serve(stop, container)
     finally:
         # the server first (in-flight calls finish), then the rest in reverse dependency order
         await container.server.shutdown()
         await container.shutdown_resources()
-        container.unwire()
 
 
 def _start(args: argparse.Namespace) -> None:

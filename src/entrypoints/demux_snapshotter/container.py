@@ -16,9 +16,7 @@ and the known namespaces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -26,9 +24,9 @@ from dependency_injector import containers, providers
 from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.grpc.health import SnapshotsHealth
-from snapmux.adapters.grpc.server import start_unix_snapshots_server
+from snapmux.adapters.grpc.server import unix_snapshots_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
-from snapmux.adapters.resolver.http_client import HttpAddressResolver
+from snapmux.adapters.resolver.http_client import http_address_resolver
 from snapmux.adapters.state.namespace_file import JsonFileNamespaceMemory
 from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
 from snapmux.application.metrics import MeasuredSnapshotService
@@ -38,28 +36,15 @@ from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSna
 from snapmux.application.routing import NamespaceRouter
 from snapmux.domain.ports import AddressResolver, SnapshotService, SnapshotterConnector
 from snapmux.entrypoints.demux_snapshotter.metrics import demux_metrics
-from snapmux.entrypoints.lifecycle import listening_on
+from snapmux.entrypoints.lifecycle import listened
 from snapmux.entrypoints.demux_snapshotter.settings import (
     CacheSettings,
     DemuxSettings,
     DialerSettings,
     ListenerSettings,
-    ResolverSettings,
 )
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_GRACE_SECONDS = 30.0
-"""In-flight calls get this long to finish on SIGTERM before they are cancelled."""
-
-
-async def http_resolver(settings: ResolverSettings) -> AsyncIterator[HttpAddressResolver]:
-    resolver = HttpAddressResolver(settings.address, timeout=settings.timeout)
-    try:
-        yield resolver
-    finally:
-        await resolver.aclose()
-
 
 async def vsock_connector(settings: DialerSettings) -> AsyncIterator[VsockSnapshotterConnector]:
     connector = VsockSnapshotterConnector(settings.timeout, settings.retry_interval)
@@ -105,17 +90,13 @@ async def snapshots_server(
     before anyone can connect; on shutdown drains, then unlinks. Health (gRPC and the SD port's
     /healthz) is SERVING from listening until shutdown begins."""
     address = listener.address
-    with listening_on(address):
-        server = await start_unix_snapshots_server(snapshots, address, access=listener.access, health=health)
-    log.info("serving containerd snapshots API on %s", address)
-    await health.serving()
-    try:
-        yield server
-    finally:
-        await health.stopping()
-        await server.stop(SHUTDOWN_GRACE_SECONDS)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(address)
+    async with listened(address, unix_snapshots_server(snapshots, address, listener.access, health)) as server:
+        log.info("serving containerd snapshots API on %s", address)
+        await health.serving()
+        try:
+            yield server
+        finally:
+            await health.stopping()
 
 
 class Container(containers.DeclarativeContainer):
@@ -137,7 +118,9 @@ class Container(containers.DeclarativeContainer):
         health,
     )
 
-    resolver = providers.Resource(http_resolver, settings.provided.resolver)
+    resolver = providers.Resource(
+        http_address_resolver, settings.provided.resolver.address, timeout=settings.provided.resolver.timeout
+    )
 
     connector = providers.Resource(vsock_connector, settings.provided.snapshotter.dialer)
 

@@ -7,9 +7,6 @@ import contextlib
 import logging
 import resource
 
-import grpc
-from dependency_injector.wiring import Provide, inject
-
 from snapmux.entrypoints.demux_snapshotter.container import Container
 from snapmux.entrypoints.demux_snapshotter.settings import load_settings
 from snapmux.entrypoints.lifecycle import StopSignals, exit_on, run_event_loop
@@ -19,30 +16,28 @@ PROG = "demux-snapshotter"
 log = logging.getLogger(PROG)
 
 
-@inject
-async def serve(stop: StopSignals, server: grpc.aio.Server = Provide[Container.server]) -> None:
+async def serve(stop: StopSignals, container: Container) -> None:
     """Runs until SIGTERM/SIGINT; the ordered shutdown is run's `finally`."""
+    await container.server()
     await stop.serve_until_signalled(log, ["ready"])
 
 
 async def run(container: Container) -> None:
     """Start in dependency order; stop in reverse: server (drain), clients+forwarders, resolver."""
     stop = StopSignals()
-    container.wire(modules=[__name__])
     try:
         await container.metrics_listener.init()  # SD answers (with no VM yet) before the first call
         await container.resolver.init()
         await container.connector.init()
         await container.remotes.init()
         await container.server.init()
-        await serve(stop)
+        await serve(stop, container)
     finally:
         await container.server.shutdown()
         await container.remotes.shutdown()
         await container.metrics_listener.shutdown()  # after remotes: their eviction closes proxies first
         await container.connector.shutdown()
         await container.resolver.shutdown()
-        container.unwire()
 
 
 def raise_open_file_limit() -> None:
@@ -55,7 +50,7 @@ def raise_open_file_limit() -> None:
 
 
 def _start(args: argparse.Namespace) -> None:
-    settings = load_settings(args.config, args.log_level, args.log_format, address=args.address)
+    settings = load_settings(args.config, address=args.address, log_level=args.log_level, log_format=args.log_format)
     configure_logging(settings.debug.log_level, settings.debug.log_format)  # httpx's line per resolve only at trace
     raise_open_file_limit()
     run_event_loop(run(Container(settings=settings)))

@@ -1,4 +1,7 @@
-"""Composition root of http-address-resolver: settings -> backend -> HTTP API -> server."""
+"""Composition root of http-address-resolver: settings -> backend -> HTTP API -> server.
+
+The validated `ResolverSettings` object is the container's one dependency, as in the other two
+daemons: each provider reads its typed field, and the backend is chosen by `settings.backend`."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from snapmux.adapters.resolver.static import StaticFileAddressResolver
 from snapmux.adapters.ttrpc.client import TtrpcClient
 from snapmux.application.metrics_demux import MeasuredAddressResolver
 from snapmux.entrypoints.lifecycle import listening_on
-from snapmux.entrypoints.http_address_resolver.settings import split_address
+from snapmux.entrypoints.http_address_resolver.settings import ResolverSettings, split_address
 
 
 async def ttrpc_client(containerd_socket: str, timeout: float) -> AsyncIterator[TtrpcClient]:
@@ -46,37 +49,37 @@ async def http_server(handler: Handler, address: str, access_log: bool, grace: f
 
 
 class Container(containers.DeclarativeContainer):
-    config = providers.Configuration(strict=True)
+    settings = providers.Dependency(instance_of=ResolverSettings)
 
     ttrpc = providers.Resource(
         ttrpc_client,
-        containerd_socket=config.firecracker_control.containerd_socket,
-        timeout=config.firecracker_control.timeout_seconds,
+        containerd_socket=settings.provided.firecracker_control.containerd_socket,
+        timeout=settings.provided.firecracker_control.timeout_seconds,
     )
 
     resolver = providers.Selector(
-        config.backend,
+        settings.provided.backend,
         **{
             "firecracker-control": providers.Singleton(
                 FirecrackerControlAddressResolver,
                 ttrpc,
-                snapshotter_port=config.snapshotter_port,
-                metrics_port=config.metrics_port,
-                service=config.firecracker_control.service,
+                snapshotter_port=settings.provided.snapshotter_port,
+                metrics_port=settings.provided.metrics_port,
+                service=settings.provided.firecracker_control.service,
             ),
             "shim-base": providers.Singleton(
                 ShimBaseAddressResolver,
-                config.shim_base.dir,
-                containerd_namespace=config.shim_base.containerd_namespace,
-                snapshotter_port=config.snapshotter_port,
-                metrics_port=config.metrics_port,
-                cache_ttl=config.shim_base.cache_ttl_seconds,
+                settings.provided.shim_base.dir,
+                containerd_namespace=settings.provided.shim_base.containerd_namespace,
+                snapshotter_port=settings.provided.snapshotter_port,
+                metrics_port=settings.provided.metrics_port,
+                cache_ttl=settings.provided.shim_base.cache_ttl_seconds,
             ),
             "static": providers.Singleton(
                 StaticFileAddressResolver,
-                config.static.path,
-                snapshotter_port=config.snapshotter_port,
-                metrics_port=config.metrics_port,
+                settings.provided.static.path,
+                snapshotter_port=settings.provided.snapshotter_port,
+                metrics_port=settings.provided.metrics_port,
             ),
         },
     )
@@ -93,7 +96,7 @@ class Container(containers.DeclarativeContainer):
     server = providers.Resource(
         http_server,
         handler=handler,
-        address=config.address,
-        access_log=config.access_log,
-        grace=config.shutdown_grace_seconds,
+        address=settings.provided.address,
+        access_log=settings.provided.access_log,
+        grace=settings.provided.shutdown_grace_seconds,
     )

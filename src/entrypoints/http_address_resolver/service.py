@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
-from dependency_injector.wiring import Provide, inject
-
-from snapmux.adapters.http.server import HttpServer
 from snapmux.entrypoints.http_address_resolver.container import Container
 from snapmux.entrypoints.http_address_resolver.settings import load_settings
-from snapmux.entrypoints.lifecycle import StopSignals, exit_on
+from snapmux.entrypoints.lifecycle import StopSignals, exit_on, run_event_loop
 from snapmux.entrypoints.logs import configure_logging
 
 PROG = "http-address-resolver"
 log = logging.getLogger(PROG)
 
 
-@inject
-async def serve(stop: StopSignals, server: HttpServer = Provide[Container.server]) -> None:
-    """Logs the bound address(es) (port 0 picks one; tests read it from the log) and runs until a signal."""
+async def serve(stop: StopSignals, container: Container) -> None:
+    """Logs the bound address(es) (port 0 picks one; tests read it from the log) and runs until a signal.
+    Only the server and what it needs start: the ttrpc client is built only for its own backend."""
+    server = await container.server()
     await stop.serve_until_signalled(log, [f"listening on http://{where}" for where in server.listening])
 
 
 async def run(container: Container) -> None:
     stop = StopSignals()
     try:
-        await serve(stop)
+        await serve(stop, container)
     finally:
         await container.shutdown_resources()
 
@@ -35,10 +32,7 @@ async def run(container: Container) -> None:
 def _start(args: argparse.Namespace) -> None:
     settings = load_settings(args.config, address=args.address, log_level=args.log_level, log_format=args.log_format)
     configure_logging(settings.log_level, settings.log_format)
-    container = Container()
-    container.config.from_dict(settings.model_dump())
-    container.wire(modules=[__name__])
-    asyncio.run(run(container))
+    run_event_loop(run(Container(settings=settings)))
 
 
 def main(args: argparse.Namespace) -> int:
