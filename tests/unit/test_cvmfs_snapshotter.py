@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER, CvmfsLayerStore
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL, REMOTE_LABEL, STARGZ_DIGEST_LABEL

@@ -17,11 +17,10 @@ import shutil
 import stat
 
 from snapmux.adapters.cvmfs.ducc import chain_dir
-from snapmux.adapters.cvmfs.untar import OPAQUE_XATTR
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES
 from snapmux.adapters.durable import built_aside, remove_entry
 
 TMP_PREFIX = ".tmp-"
-_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 
 def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str) -> bool:
@@ -128,7 +127,7 @@ def _copy_meta(source: str, target: str) -> None:
         os.chmod(target, stat.S_IMODE(info.st_mode))
     with contextlib.suppress(OSError):
         for name in os.listxattr(source, follow_symlinks=False):
-            if not name.startswith(_OVERLAY_XATTRS):
+            if not name.startswith(OVERLAY_XATTR_PREFIXES):
                 os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
 
 

@@ -24,13 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, ContextManager
 
-from snapmux.adapters.cvmfs.layers import (
-    PUBLISHED_MARKER,
-    CvmfsLayerStore,
-    parse_digest,
-)
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.untar import extract_layer
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.adapters.durable import built_aside, remove_entry, write_atomically
 from snapmux.domain.errors import InvalidArgumentError
 

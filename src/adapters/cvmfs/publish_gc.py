@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs import ducc
 from snapmux.adapters.cvmfs.blob_spool import PART_PREFIX
-from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.adapters.durable import fsync_dir
 from snapmux.domain.errors import InvalidArgumentError
 

@@ -30,11 +30,9 @@ import tarfile
 from typing import IO
 
 from snapmux.adapters.cvmfs.layer_entries import XATTR_PAX, LayerLimits, describe, entries, kind_of, xattrs
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_MARKERS, OPAQUE_XATTR, WHITEOUT_PREFIX
 from snapmux.domain.errors import InvalidArgumentError
 
-OPAQUE_MARKERS = frozenset({".wh..wh..opq", ".wh..opq"})
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_DIRS = 64
 
