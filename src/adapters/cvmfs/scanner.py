@@ -70,11 +70,6 @@ class WhiteoutScanner:
         log.info("whiteout scan of layer %s done (%s)", hex_digest, "clean" if found.clean else found.path)
         return found
 
-    async def idle(self) -> None:
-        """Returns once no scan is queued or running (tests, and close, wait here)."""
-        while self.scans:
-            await asyncio.gather(*list(self.scans.values()), return_exceptions=True)
-
     async def close(self) -> None:
         """Running scans stop at their next directory and leave no result; queued ones never start."""
         self._stop.set()
