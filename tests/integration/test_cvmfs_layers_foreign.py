@@ -18,7 +18,6 @@ import tarfile
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.adapters.local.mounts import MountOptions
@@ -29,7 +28,7 @@ from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.integration.conftest import require_root
 from tests.support.containerd import unmount_all_under
 from tests.support.images import WHITEOUT_IMAGE_LISTING, whiteout_image
-from tests.support.scans import scans_done
+from tests.support.scans import CountingScanner, scans_done
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +61,7 @@ def spies():
 @pytest.fixture
 async def opened(tmp_path, spies):
     """Opens (and reopens, for restarts) the snapshotter and its scanner on one root."""
-    opened: list[tuple[OverlaySnapshotter, WhiteoutScanner]] = []
+    opened: list[tuple[OverlaySnapshotter, CountingScanner]] = []
 
     async def open_one(foreign="scan"):
         while opened:
@@ -70,7 +69,7 @@ async def opened(tmp_path, spies):
             await scanner.close()
             await inner.close()
         inner = await OverlaySnapshotter.open(str(tmp_path / "root"))
-        scanner = WhiteoutScanner(ShadowCache(inner.layout.root, MountOptions.detect().userxattr))
+        scanner = CountingScanner(ShadowCache(inner.layout.root, MountOptions.detect().userxattr))
         await scanner.start()
         opened.append((inner, scanner))
         spies.append(OutcomeSpy(inner))

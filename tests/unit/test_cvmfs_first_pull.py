@@ -19,13 +19,12 @@ from snapmux.adapters.cvmfs.layers import (
     CvmfsLayerStore,
     image_layers_from_labels,
 )
-from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CHAIN_LABEL, REF_LABEL, CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.domain import metrics as m
 from snapmux.domain.errors import AlreadyExistsError
 from tests.fakes.metrics import InMemoryMetricsRegistry
-from tests.support.scans import scans_done
+from tests.support.scans import CountingScanner, scans_done
 from tests.unit.test_cvmfs_snapshotter import AdoptingFake
 from tests.unit.test_cvmfs_whiteouts import foreign_layer
 
@@ -45,7 +44,7 @@ def labels(target, hex_digest, ahead=(), digest_label=CRI_DIGEST_LABEL, layers_l
 async def world(tmp_path):
     """A foreign layout, a scanner on its own threads, and the snapshotter over an adopting fake."""
     cache = ShadowCache(str(tmp_path / "root"), userxattr=False)
-    scanner = WhiteoutScanner(cache)
+    scanner = CountingScanner(cache)
     fake = AdoptingFake(str(tmp_path / "fake"))
     metrics = InMemoryMetricsRegistry()
 

@@ -11,14 +11,13 @@ import threading
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore
-from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import READY, ScanStopped, ShadowCache
 from snapmux.domain.errors import AlreadyExistsError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.support.requirements import lacking_root, require
-from tests.support.scans import scans_done
+from tests.support.scans import CountingScanner, scans_done
 from tests.unit.test_cvmfs_snapshotter import AdoptingFake
 
 
@@ -121,7 +120,7 @@ def unpack_labels(target, hex_digest):
 async def test_prepare_falls_back_queues_one_scan_then_adopts_with_shadows(tmp_path, cache, monkeypatch):
     foreign_layer(tmp_path / "layout", A, ["etc/.wh.gone"])
     foreign_layer(tmp_path / "layout", B, ["etc/hosts"])
-    scanner = WhiteoutScanner(cache)
+    scanner = CountingScanner(cache)
     fake = AdoptingFake(str(tmp_path / "fake"))
     counted = OutcomeSpy(fake)
     cvmfs = CvmfsSnapshotter(counted, CvmfsLayerStore(str(tmp_path / "layout"), "scan", scanner))
@@ -150,7 +149,7 @@ async def test_prepare_falls_back_queues_one_scan_then_adopts_with_shadows(tmp_p
 
 async def test_a_failed_scan_can_be_queued_again(tmp_path, cache, monkeypatch):
     foreign_layer(tmp_path / "layout", A, ["etc/.wh.gone"])
-    scanner = WhiteoutScanner(cache)
+    scanner = CountingScanner(cache)
     store = CvmfsLayerStore(str(tmp_path / "layout"), "scan", scanner)
     build = cache.build
     monkeypatch.setattr(cache, "build", lambda *_: (_ for _ in ()).throw(OSError("I/O error on CVMFS")))
