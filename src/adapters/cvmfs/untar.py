@@ -137,11 +137,7 @@ class _Extractor:
         if found is None:
             os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         elif stat.S_ISDIR(found.st_mode):  # deleted and re-created in this layer
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-            try:
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            _mark_opaque(parent, name)
 
     def _make_room(self, parent: int, base: str, member: tarfile.TarInfo) -> bool:
         """Whether `base` must be created: False where a directory merges into one already there."""
@@ -156,11 +152,7 @@ class _Extractor:
         os.unlink(base, dir_fd=parent)  # never follows: removes the earlier entry itself
         if member.isdir() and stat.S_ISCHR(found.st_mode) and found.st_rdev == os.makedev(0, 0):
             self._create(None, member, parent, base)  # whiteout, then directory: hides the lower one
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-            try:
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            _mark_opaque(parent, base)
             return False
         return True
 
@@ -231,6 +223,15 @@ def _lstat(name: str, parent: int) -> os.stat_result | None:
         return os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _mark_opaque(parent: int, name: str) -> None:
+    """The directory `name` (never followed) hides what the layers below hold at its path."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    try:
+        os.setxattr(fd, OPAQUE_XATTR, b"y")
+    finally:
+        os.close(fd)
 
 
 def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: str) -> None:
