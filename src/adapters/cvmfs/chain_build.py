@@ -16,11 +16,10 @@ import os
 import shutil
 import stat
 
-from snapmux.adapters.cvmfs.ducc import chain_dir
+from snapmux.adapters.cvmfs.ducc import chain_dir, remove_leftovers, scratch_prefix
 from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES
-from snapmux.adapters.durable import built_aside, remove_entry
+from snapmux.adapters.durable import built_aside
 
-TMP_PREFIX = ".tmp-"
 
 
 def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str) -> bool:
@@ -30,21 +29,11 @@ def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str)
         return False
     os.makedirs(os.path.dirname(final), exist_ok=True)
     remove_leftovers(os.path.dirname(final), chain_hex)
-    with built_aside(final, f"{TMP_PREFIX}{chain_hex}-") as scratch:
+    with built_aside(final, scratch_prefix(chain_hex)) as scratch:
         if parent_hex is not None:
             _clone(chain_dir(base, parent_hex), scratch)
         _apply(layerfs, scratch)
     return True
-
-
-def remove_leftovers(folder: str, hex_digest: str) -> int:
-    """Scratch of `hex_digest` an interrupted run left (only safe while holding its lock)."""
-    prefix = f"{TMP_PREFIX}{hex_digest}-"
-    found = [name for name in os.listdir(folder) if name.startswith(prefix)] if os.path.isdir(folder) else []
-    for name in found:
-        path = os.path.join(folder, name)
-        remove_entry(path)
-    return len(found)
 
 
 def _clone(source: str, target: str) -> None:
