@@ -18,7 +18,7 @@ import stat
 
 from snapmux.adapters.cvmfs.ducc import chain_dir, remove_leftovers, scratch_prefix
 from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES
-from snapmux.adapters.durable import built_aside
+from snapmux.adapters.durable import built_aside, remove_entry
 
 
 
@@ -82,10 +82,8 @@ def _empty(folder: str) -> None:
 
 
 def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+    if os.path.lexists(path):
+        remove_entry(path)
 
 
 def _link_or_copy(source: str, target: str) -> None:
