@@ -18,16 +18,17 @@ import tarfile
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.adapters.overlay.mounts import MountOptions
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
+from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.integration.conftest import require_root
 from tests.support.containerd import unmount_all_under
 from tests.support.images import WHITEOUT_IMAGE_LISTING, whiteout_image
+from tests.support.scans import CountingScanner, scans_done
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +53,15 @@ def layout(tmp_path):
 
 
 @pytest.fixture
-async def opened(tmp_path):
+def spies():
+    """The OutcomeSpy under each snapshotter `opened` opens, in order."""
+    return []
+
+
+@pytest.fixture
+async def opened(tmp_path, spies):
     """Opens (and reopens, for restarts) the snapshotter and its scanner on one root."""
-    opened: list[tuple[OverlaySnapshotter, WhiteoutScanner]] = []
+    opened: list[tuple[OverlaySnapshotter, CountingScanner]] = []
 
     async def open_one(foreign="scan"):
         while opened:
@@ -62,10 +69,11 @@ async def opened(tmp_path):
             await scanner.close()
             await inner.close()
         inner = await OverlaySnapshotter.open(str(tmp_path / "root"))
-        scanner = WhiteoutScanner(ShadowCache(inner.layout.root, MountOptions.detect().userxattr))
+        scanner = CountingScanner(ShadowCache(inner.layout.root, MountOptions.detect().userxattr))
         await scanner.start()
         opened.append((inner, scanner))
-        return CvmfsSnapshotter(inner, CvmfsLayerStore(str(tmp_path / "layout"), foreign, scanner)), scanner
+        spies.append(OutcomeSpy(inner))
+        return CvmfsSnapshotter(spies[-1], CvmfsLayerStore(str(tmp_path / "layout"), foreign, scanner)), scanner
 
     yield open_one
     unmount_all_under(tmp_path)
@@ -79,13 +87,13 @@ def unpack_labels(index, layer):
     return {REF_LABEL: f"chain-{index}", CRI_DIGEST_LABEL: layer.digest}
 
 
-async def first_sight(cvmfs, scanner, image):
+async def first_sight(cvmfs, scanner, image, counted):
     """What containerd's first pull does here: every layer falls back (unpacked locally) and is queued."""
     for index, layer in enumerate(image.layers):
         assert await cvmfs.prepare(f"first-{index}", "", unpack_labels(index, layer))
         await cvmfs.remove(f"first-{index}")
-    await scanner.idle()
-    assert scanner.started == len(image.layers) and cvmfs.counters.remote == 0
+    await scans_done(scanner)
+    assert scanner.started == len(image.layers) and counted.counters.remote == 0
     for layer in image.layers:
         assert scanner.lookup(parse_digest(layer.digest)) is not None
 
@@ -119,12 +127,12 @@ def whiteout_files(root):
     return [os.path.join(d, n) for d, dirs, fs in os.walk(root) for n in dirs + fs if n.startswith(".wh.")]
 
 
-async def test_scanned_foreign_layers_show_the_image_with_its_deletions(layout, opened, tmp_path):
+async def test_scanned_foreign_layers_show_the_image_with_its_deletions(layout, opened, spies, tmp_path):
     image, _ = layout
     cvmfs, scanner = await opened()
-    await first_sight(cvmfs, scanner, image)
+    await first_sight(cvmfs, scanner, image, spies[-1])
     top = await unpack_remote(cvmfs, image)
-    assert cvmfs.counters.remote == 3
+    assert spies[-1].counters.remote == 3
     with mounted(await cvmfs.prepare("container", top), tmp_path / "m") as rootfs:
         assert files_under(rootfs) == WHITEOUT_IMAGE_LISTING
         assert not (rootfs / "data" / "gone.txt").exists() and not (rootfs / "data" / "dir" / "old.txt").exists()
@@ -136,10 +144,10 @@ async def test_scanned_foreign_layers_show_the_image_with_its_deletions(layout, 
         assert files_under(rootfs) == WHITEOUT_IMAGE_LISTING and whiteout_files(rootfs) == []
 
 
-async def test_shadows_survive_a_restart_and_a_vanished_cache_is_never_used(layout, opened, tmp_path):
+async def test_shadows_survive_a_restart_and_a_vanished_cache_is_never_used(layout, opened, spies, tmp_path):
     image, _ = layout
     cvmfs, scanner = await opened()
-    await first_sight(cvmfs, scanner, image)
+    await first_sight(cvmfs, scanner, image, spies[-1])
     top = await unpack_remote(cvmfs, image)
     await cvmfs.prepare("container", top)
     cvmfs, scanner = await opened()  # a restart: the shadows are in the metadata
@@ -151,7 +159,7 @@ async def test_shadows_survive_a_restart_and_a_vanished_cache_is_never_used(layo
         await cvmfs.mounts("container")
     # a new pull of that layer falls back and scans it again
     assert await cvmfs.prepare("again", "chain-1", {REF_LABEL: "chain-2b", CRI_DIGEST_LABEL: image.layers[2].digest})
-    await scanner.idle()
+    await scans_done(scanner)
     assert scanner.started == 1 and scanner.lookup(top_hex) is not None
     assert (await cvmfs.mounts("container"))[0].type == "overlay"
 
@@ -173,10 +181,10 @@ def drop_from_layout(base, layer) -> str:
     return hex_digest
 
 
-async def test_cleanup_reclaims_the_shadows_of_a_layer_gone_from_the_layout(layout, opened):
+async def test_cleanup_reclaims_the_shadows_of_a_layer_gone_from_the_layout(layout, opened, spies):
     image, base = layout
     cvmfs, scanner = await opened()
-    await first_sight(cvmfs, scanner, image)
+    await first_sight(cvmfs, scanner, image, spies[-1])
     gone = drop_from_layout(base, image.layers[2])
     await cvmfs.cleanup()
     assert not os.path.exists(scanner.cache.path(gone))
@@ -185,10 +193,10 @@ async def test_cleanup_reclaims_the_shadows_of_a_layer_gone_from_the_layout(layo
         assert scanner.lookup(parse_digest(layer.digest)) is not None
 
 
-async def test_cleanup_keeps_the_shadows_a_snapshot_still_mounts(layout, opened, tmp_path):
+async def test_cleanup_keeps_the_shadows_a_snapshot_still_mounts(layout, opened, spies, tmp_path):
     image, base = layout
     cvmfs, scanner = await opened()
-    await first_sight(cvmfs, scanner, image)
+    await first_sight(cvmfs, scanner, image, spies[-1])
     top = await unpack_remote(cvmfs, image)
     gone = drop_from_layout(base, image.layers[2])
     await cvmfs.cleanup()

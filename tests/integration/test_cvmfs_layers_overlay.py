@@ -21,6 +21,7 @@ from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
 from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
+from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.integration.conftest import require_root
 from tests.support.containerd import unmount_all_under
 from tests.support.images import WHITEOUT_IMAGE_LISTING, directory, file, whiteout_image, write_image, write_layer
@@ -37,7 +38,13 @@ def layout(tmp_path):
 
 
 @pytest.fixture
-async def opened(tmp_path):
+def spies():
+    """The OutcomeSpy under each snapshotter `opened` opens, in order."""
+    return []
+
+
+@pytest.fixture
+async def opened(tmp_path, spies):
     """Opens (and reopens, for restarts) the snapshotter on one root; unmounts everything after."""
     opened: list[OverlaySnapshotter] = []
 
@@ -46,7 +53,8 @@ async def opened(tmp_path):
             await opened.pop().close()
         inner = await OverlaySnapshotter.open(str(tmp_path / "root"))
         opened.append(inner)
-        return CvmfsSnapshotter(inner, CvmfsLayerStore(str(tmp_path / "layout")))
+        spies.append(OutcomeSpy(inner))
+        return CvmfsSnapshotter(spies[-1], CvmfsLayerStore(str(tmp_path / "layout")))
 
     yield open_one
     unmount_all_under(tmp_path)
@@ -77,7 +85,7 @@ def files_under(root, sub="data"):
                            for d, _, fs in os.walk(root / sub) for f in fs))
 
 
-async def test_container_sees_files_and_not_what_an_upper_layer_deleted(layout, opened, tmp_path):
+async def test_container_sees_files_and_not_what_an_upper_layer_deleted(layout, opened, spies, tmp_path):
     image, _ = layout
     cvmfs = await opened()
     top = await unpack_remote(cvmfs, [layer.digest for layer in image.layers])
@@ -88,7 +96,7 @@ async def test_container_sees_files_and_not_what_an_upper_layer_deleted(layout, 
         (rootfs / "data" / "written").write_text("rw")  # the container's own upper layer
     finally:
         subprocess.run(["umount", str(rootfs)], check=True)
-    assert cvmfs.counters.remote == 3
+    assert spies[-1].counters.remote == 3
 
 
 async def test_same_layer_twice_in_a_chain_mounts(layout, opened, tmp_path):

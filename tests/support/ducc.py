@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from snapmux.adapters.cvmfs.chains import chain_dir, chain_ids
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_MARKERS, WHITEOUT_PREFIX
 from tests.support.images import (
     BuiltImage,
     Entry,
@@ -34,7 +35,7 @@ from tests.support.images import (
 )
 
 CATALOG = ".cvmfscatalog"
-OPAQUE = ".wh..wh..opq"
+OPAQUE = OPAQUE_MARKERS[0]
 
 
 def blob_path(image: BuiltImage, digest: str) -> str:
@@ -76,8 +77,8 @@ def _apply_deletions(chain: Path, names: Sequence[str]) -> None:
             if parent.is_dir() and not parent.is_symlink():
                 for child in list(parent.iterdir()):
                     _remove(child)
-        elif base.startswith(".wh."):
-            _remove(parent / base[len(".wh."):])
+        elif base.startswith(WHITEOUT_PREFIX):
+            _remove(parent / base[len(WHITEOUT_PREFIX):])
 
 
 def _remove(path: Path) -> None:
@@ -106,7 +107,7 @@ def build_chain(image: BuiltImage, base: Path, index: int, hardlink: bool = Fals
         staged.mkdir()
     digest = image.layers[index].digest
     _apply_deletions(staged, _members(image, digest))
-    subprocess.run(["tar", "-x", "-z", "-f", blob_path(image, digest), "-C", str(staged), "--exclude=.wh.*"],
+    subprocess.run(["tar", "-x", "-z", "-f", blob_path(image, digest), "-C", str(staged), f"--exclude={WHITEOUT_PREFIX}*"],
                    check=True)
     _touch_catalog(staged)
     staged.rename(target)

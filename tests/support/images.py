@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs.layer_compression import zstd
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_MARKERS, WHITEOUT_PREFIX
 
 BUSYBOX = "/bin/busybox"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -62,11 +63,11 @@ def hardlink(name: str, target: str) -> Entry:
 
 def whiteout(name: str) -> Entry:
     head, _, base = name.rpartition("/")
-    return file(f"{head}/.wh.{base}" if head else f".wh.{base}")
+    return file(f"{head}/{WHITEOUT_PREFIX}{base}" if head else f"{WHITEOUT_PREFIX}{base}")
 
 
 def opaque(directory_name: str) -> Entry:
-    return file(f"{directory_name.rstrip('/')}/.wh..wh..opq")
+    return file(f"{directory_name.rstrip('/')}/{OPAQUE_MARKERS[0]}")
 
 
 def busybox_base() -> list[Entry]:

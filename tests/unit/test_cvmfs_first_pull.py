@@ -19,12 +19,12 @@ from snapmux.adapters.cvmfs.layers import (
     CvmfsLayerStore,
     image_layers_from_labels,
 )
-from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CHAIN_LABEL, REF_LABEL, CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.domain import metrics as m
 from snapmux.domain.errors import AlreadyExistsError
 from tests.fakes.metrics import InMemoryMetricsRegistry
+from tests.support.scans import CountingScanner, scans_done
 from tests.unit.test_cvmfs_snapshotter import AdoptingFake
 from tests.unit.test_cvmfs_whiteouts import foreign_layer
 
@@ -44,7 +44,7 @@ def labels(target, hex_digest, ahead=(), digest_label=CRI_DIGEST_LABEL, layers_l
 async def world(tmp_path):
     """A foreign layout, a scanner on its own threads, and the snapshotter over an adopting fake."""
     cache = ShadowCache(str(tmp_path / "root"), userxattr=False)
-    scanner = WhiteoutScanner(cache)
+    scanner = CountingScanner(cache)
     fake = AdoptingFake(str(tmp_path / "fake"))
     metrics = InMemoryMetricsRegistry()
 
@@ -88,7 +88,7 @@ async def test_an_over_budget_scan_falls_back_finishes_and_serves_the_next_pull(
         assert fake.adopted == {} and list(scanner.scans) == [A]
     finally:
         release.set()
-    await scanner.idle()
+    await scans_done(scanner)
     with pytest.raises(AlreadyExistsError):
         await open_one(budget=0.05).prepare("k2", "", labels("c1b", A))  # e.g. after a restart
     assert outcomes(metrics) == {"scan-over-budget": 1, "scanned": 1} and scanner.started == 1
@@ -112,7 +112,7 @@ async def test_the_first_prepare_scans_the_other_layers_ahead_once(world, monkey
     cvmfs = open_one()
     with pytest.raises(AlreadyExistsError):
         await cvmfs.prepare("k1", "", labels("c1", A, (A, B, C), digest_label, layers_label))
-    await scanner.idle()
+    await scans_done(scanner)
     assert scanner.started == 3 and all(scanner.lookup(h) for h in (B, C))
     with pytest.raises(AlreadyExistsError):
         await cvmfs.prepare("k2", "c1", labels("c2", B, (B, C), digest_label, layers_label))
@@ -156,7 +156,7 @@ async def test_a_duccs_chain_is_served_flattened_without_a_scan(world):
         await cvmfs.prepare("k2", "c1", labels("c2", B, (B,)))
     assert fake.adopted["c2"] == chain_dir(str(base), chain) and fake.flattened == {"c2"}
     assert fake.shadows["c2"] == "" and outcomes(metrics)["chain"] == 1
-    await scanner.idle()
+    await scans_done(scanner)
     assert scanner.lookup(B) is None  # scan-ahead skipped the layer the chain serves
 
 

@@ -6,13 +6,13 @@ import pytest
 
 from snapmux.adapters.cvmfs.layers import (
     CRI_DIGEST_LABEL,
-    PUBLISHED_MARKER,
     STARGZ_DIGEST_LABEL,
     CvmfsLayerStore,
     Servable,
     digest_from_labels,
     parse_digest,
 )
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.domain.errors import InvalidArgumentError
 
 HEX = "ab" + "0" * 62

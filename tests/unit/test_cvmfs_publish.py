@@ -9,9 +9,10 @@ import tarfile
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER, CvmfsLayerStore, parse_digest
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.oci import OciArchiveSource, OciLayoutSource
 from snapmux.adapters.cvmfs.publish import LayoutPublisher
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.domain.errors import InvalidArgumentError
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main, publish_image
 from tests.support import images

@@ -6,12 +6,14 @@ import os
 
 import pytest
 
-from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER, CvmfsLayerStore
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.domain.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL, REMOTE_LABEL, STARGZ_DIGEST_LABEL
 from snapmux.domain.model import Info, Kind
 from tests.contract.snapshot_service import SnapshotServiceContract, listed
+from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.fakes.snapshots import InMemorySnapshotService, _Snapshot
 
 A, B, C = ("a" * 64, "b" * 64, "c" * 64)
@@ -88,8 +90,13 @@ def fake(tmp_path):
 
 
 @pytest.fixture
-def cvmfs(fake, layout):
-    return CvmfsSnapshotter(fake, CvmfsLayerStore(str(layout)))
+def counted(fake):
+    return OutcomeSpy(fake)
+
+
+@pytest.fixture
+def cvmfs(counted, layout):
+    return CvmfsSnapshotter(counted, CvmfsLayerStore(str(layout)))
 
 
 async def unpack(cvmfs, target, parent, hex_digest, label=CRI_DIGEST_LABEL):
@@ -108,7 +115,7 @@ class TestDecoratorKeepsTheContract(SnapshotServiceContract):
         return cvmfs
 
 
-async def test_available_layer_is_adopted_and_signalled_as_already_exists(cvmfs, fake, layout):
+async def test_available_layer_is_adopted_and_signalled_as_already_exists(cvmfs, fake, counted, layout):
     source = publish(layout, A)
     with pytest.raises(AlreadyExistsError):
         await cvmfs.prepare("extract-1", "", unpack_labels("chain-a", A))
@@ -120,7 +127,7 @@ async def test_available_layer_is_adopted_and_signalled_as_already_exists(cvmfs,
         await cvmfs.stat("extract-1")
     found = await listed(cvmfs, f'labels."{REF_LABEL}"==chain-a,parent==""')
     assert list(found) == ["chain-a"]
-    assert cvmfs.counters.remote == 1
+    assert counted.counters.remote == 1
 
 
 async def test_stargz_digest_label_works_too(cvmfs, layout):
@@ -128,14 +135,14 @@ async def test_stargz_digest_label_works_too(cvmfs, layout):
     assert await unpack(cvmfs, "chain-a", "", A, STARGZ_DIGEST_LABEL) == "remote"
 
 
-async def test_missing_layer_falls_back_and_the_layer_above_is_still_remote(cvmfs, fake, layout):
+async def test_missing_layer_falls_back_and_the_layer_above_is_still_remote(cvmfs, fake, counted, layout):
     publish(layout, A)
     publish(layout, C)
     assert await unpack(cvmfs, "c1", "", A) == "remote"
     assert await unpack(cvmfs, "c2", "c1", B) == "local"
     assert await unpack(cvmfs, "c3", "c2", C) == "remote"
     assert (await cvmfs.stat("c3")).parent == "c2"
-    assert cvmfs.counters.fallback == 1 and cvmfs.counters.remote == 2
+    assert counted.counters.fallback == 1 and counted.counters.remote == 2
     mounts = await cvmfs.prepare("container", "c3")
     lowers = dict(o.split("=", 1) for o in mounts[0].options)["lowerdir"].split(":")
     assert [os.path.realpath(p) for p in lowers][0] == os.path.realpath(fake.adopted["c3"])
@@ -205,9 +212,10 @@ async def test_vanished_layer_is_not_adopted_again(cvmfs, fake, layout):
     assert fake.adopted == {}
 
 
-async def test_listener_hears_every_outcome(fake, layout):
-    events = []
-    cvmfs = CvmfsSnapshotter(fake, CvmfsLayerStore(str(layout)), listener=events.append)
+async def test_each_layer_takes_one_path_in_order(fake, layout):
+    counted = OutcomeSpy(fake)
+    events = counted.events
+    cvmfs = CvmfsSnapshotter(counted, CvmfsLayerStore(str(layout)))
     publish(layout, A)
     await unpack(cvmfs, "c1", "", A)
     await unpack(cvmfs, "c2", "c1", B)
@@ -219,10 +227,11 @@ async def test_layer_vanishing_during_adopt_falls_back(fake, layout):
         async def adopt(self, name, parent, labels, source, shadows="", flattened=False):
             raise UnavailableError(f"adopted source {source} is not an available directory")
 
-    cvmfs = CvmfsSnapshotter(VanishingFake(fake.root), CvmfsLayerStore(str(layout)))
+    counted = OutcomeSpy(VanishingFake(fake.root))
+    cvmfs = CvmfsSnapshotter(counted, CvmfsLayerStore(str(layout)))
     publish(layout, A)
     assert await unpack(cvmfs, "c1", "", A) == "local"
-    assert (cvmfs.counters.remote, cvmfs.counters.fallback) == (0, 1)
+    assert (counted.counters.remote, counted.counters.fallback) == (0, 1)
 
 
 async def test_remote_prepare_never_lists_the_layer(cvmfs, layout, monkeypatch):

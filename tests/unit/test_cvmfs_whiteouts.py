@@ -11,12 +11,13 @@ import threading
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore
-from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.cvmfs.whiteouts import READY, ScanStopped, ShadowCache
 from snapmux.domain.errors import AlreadyExistsError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
+from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.support.requirements import lacking_root, require
+from tests.support.scans import CountingScanner, scans_done
 from tests.unit.test_cvmfs_snapshotter import AdoptingFake
 
 
@@ -119,9 +120,10 @@ def unpack_labels(target, hex_digest):
 async def test_prepare_falls_back_queues_one_scan_then_adopts_with_shadows(tmp_path, cache, monkeypatch):
     foreign_layer(tmp_path / "layout", A, ["etc/.wh.gone"])
     foreign_layer(tmp_path / "layout", B, ["etc/hosts"])
-    scanner = WhiteoutScanner(cache)
+    scanner = CountingScanner(cache)
     fake = AdoptingFake(str(tmp_path / "fake"))
-    cvmfs = CvmfsSnapshotter(fake, CvmfsLayerStore(str(tmp_path / "layout"), "scan", scanner))
+    counted = OutcomeSpy(fake)
+    cvmfs = CvmfsSnapshotter(counted, CvmfsLayerStore(str(tmp_path / "layout"), "scan", scanner))
     release, build = threading.Event(), cache.build
     monkeypatch.setattr(cache, "build", lambda *args: (release.wait(30), build(*args))[1])  # held until we look
     try:
@@ -129,17 +131,17 @@ async def test_prepare_falls_back_queues_one_scan_then_adopts_with_shadows(tmp_p
         assert await cvmfs.prepare("k2", "", unpack_labels("c1", A))
         assert scanner.started == 1 and list(scanner.scans) == [A] and fake.adopted == {}
         release.set()
-        await scanner.idle()
+        await scans_done(scanner)
         with pytest.raises(AlreadyExistsError):
             await cvmfs.prepare("k3", "", unpack_labels("c1", A))
         assert fake.adopted == {"c1": str(tmp_path / "layout" / ".layers" / "aa" / A / "layerfs")}
         assert fake.shadows == {"c1": cache.path(A)}
         assert await cvmfs.prepare("k4", "c1", unpack_labels("c2", B))  # clean layer: scanned, then no shadows
-        await scanner.idle()
+        await scans_done(scanner)
         with pytest.raises(AlreadyExistsError):
             await cvmfs.prepare("k5", "c1", unpack_labels("c2", B))
         assert fake.shadows["c2"] == "" and scanner.started == 2
-        assert (cvmfs.counters.remote, cvmfs.counters.fallback) == (2, 3)
+        assert (counted.counters.remote, counted.counters.fallback) == (2, 3)
     finally:
         release.set()
         await scanner.close()
@@ -147,17 +149,17 @@ async def test_prepare_falls_back_queues_one_scan_then_adopts_with_shadows(tmp_p
 
 async def test_a_failed_scan_can_be_queued_again(tmp_path, cache, monkeypatch):
     foreign_layer(tmp_path / "layout", A, ["etc/.wh.gone"])
-    scanner = WhiteoutScanner(cache)
+    scanner = CountingScanner(cache)
     store = CvmfsLayerStore(str(tmp_path / "layout"), "scan", scanner)
     build = cache.build
     monkeypatch.setattr(cache, "build", lambda *_: (_ for _ in ()).throw(OSError("I/O error on CVMFS")))
     try:
         assert await store.servable(A) is None
-        await scanner.idle()
+        await scans_done(scanner)
         assert cache.lookup(A) is None and scanner.scans == {}  # logged, no result, not stuck
         monkeypatch.setattr(cache, "build", build)
         assert await store.servable(A) is None
-        await scanner.idle()
+        await scans_done(scanner)
         assert (await store.servable(A)).shadows == cache.path(A) and scanner.started == 2
     finally:
         await scanner.close()

@@ -16,7 +16,8 @@ import tarfile
 import pytest
 
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
-from snapmux.adapters.cvmfs.untar import OPAQUE_XATTR, extract_layer
+from snapmux.adapters.cvmfs.untar import extract_layer
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_XATTR
 from snapmux.adapters.cvmfs.whiteouts import ShadowCache, _ShadowWriter
 from snapmux.domain.errors import InvalidArgumentError
 from tests.support.hostile_tars import Sentinel, info, pax_record, raw_header, tar_bytes

@@ -16,12 +16,10 @@ import os
 import shutil
 import stat
 
-from snapmux.adapters.cvmfs.ducc import chain_dir
-from snapmux.adapters.cvmfs.untar import OPAQUE_XATTR
+from snapmux.adapters.cvmfs.ducc import chain_dir, remove_leftovers, scratch_prefix
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES
 from snapmux.adapters.durable import built_aside, remove_entry
 
-TMP_PREFIX = ".tmp-"
-_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 
 def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str) -> bool:
@@ -31,21 +29,11 @@ def build_chain(base: str, chain_hex: str, parent_hex: str | None, layerfs: str)
         return False
     os.makedirs(os.path.dirname(final), exist_ok=True)
     remove_leftovers(os.path.dirname(final), chain_hex)
-    with built_aside(final, f"{TMP_PREFIX}{chain_hex}-") as scratch:
+    with built_aside(final, scratch_prefix(chain_hex)) as scratch:
         if parent_hex is not None:
             _clone(chain_dir(base, parent_hex), scratch)
         _apply(layerfs, scratch)
     return True
-
-
-def remove_leftovers(folder: str, hex_digest: str) -> int:
-    """Scratch of `hex_digest` an interrupted run left (only safe while holding its lock)."""
-    prefix = f"{TMP_PREFIX}{hex_digest}-"
-    found = [name for name in os.listdir(folder) if name.startswith(prefix)] if os.path.isdir(folder) else []
-    for name in found:
-        path = os.path.join(folder, name)
-        remove_entry(path)
-    return len(found)
 
 
 def _clone(source: str, target: str) -> None:
@@ -94,10 +82,8 @@ def _empty(folder: str) -> None:
 
 
 def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+    if os.path.lexists(path):
+        remove_entry(path)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -128,7 +114,7 @@ def _copy_meta(source: str, target: str) -> None:
         os.chmod(target, stat.S_IMODE(info.st_mode))
     with contextlib.suppress(OSError):
         for name in os.listxattr(source, follow_symlinks=False):
-            if not name.startswith(_OVERLAY_XATTRS):
+            if not name.startswith(OVERLAY_XATTR_PREFIXES):
                 os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
 
 

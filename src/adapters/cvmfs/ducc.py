@@ -15,9 +15,13 @@ renamed into place (chain_build.py), removed by renaming aside first (publish_gc
 
 from __future__ import annotations
 
+import logging
 import os
 
 from snapmux.adapters.cvmfs.chains import CHAINS_DIR, chain_dir, chain_ids
+from snapmux.adapters.durable import remove_entry
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CHAINS_DIR", "chain_dir", "chain_ids", "metadata_dir"]  # chains.py is the one home of the ids
 
@@ -29,7 +33,28 @@ LOCK_PREFIX = ".lock-"
 """`<dir>/.lock-<hex>` beside the layer or chain it guards (locks.py)."""
 GC_LOCK = ".gc.lock"
 """`.metadata/.gc.lock`: the target-wide lock of garbage collection."""
+TMP_PREFIX = ".tmp-"
+"""`<dir>/.tmp-<hex>-*` beside a layer or chain being built, and what nothing else reads."""
+GC_ASIDE_PREFIX = f"{TMP_PREFIX}gc-"
+"""`<dir>/.tmp-gc-<hex>-*`: a layer or chain the collector renamed aside to remove it."""
 
 
 def metadata_dir(base: str, *parts: str) -> str:
     return os.path.join(base, METADATA_DIR, *parts)
+
+
+def scratch_prefix(hex_digest: str) -> str:
+    """What a layer's or chain's scratch is named by (and what `remove_leftovers` removes)."""
+    return f"{TMP_PREFIX}{hex_digest}-"
+
+
+def remove_leftovers(folder: str, hex_digest: str | None = None) -> int:
+    """Scratch an interrupted run left in `folder`: of `hex_digest`, or all of it for None (only
+    safe while holding the lock that guards it)."""
+    prefix = TMP_PREFIX if hex_digest is None else scratch_prefix(hex_digest)
+    found = [name for name in os.listdir(folder) if name.startswith(prefix)] if os.path.isdir(folder) else []
+    for name in found:
+        path = os.path.join(folder, name)
+        log.info("removing leftover of an interrupted publish: %s", path)
+        remove_entry(path)
+    return len(found)

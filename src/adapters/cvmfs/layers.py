@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from snapmux.adapters.cvmfs.chains import following_chain_ids, usable_chain
 from snapmux.adapters.cvmfs.digests import digest_or_none, parse_digest
 from snapmux.adapters.cvmfs.scanner import WhiteoutScanner
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.adapters.cvmfs.whiteouts import Shadows
 from snapmux.domain.errors import InvalidArgumentError
 from snapmux.domain.labels import (
@@ -45,8 +46,6 @@ DIGEST_LABELS = (CRI_DIGEST_LABEL, STARGZ_DIGEST_LABEL)
 IMAGE_LAYERS_LABELS = (CRI_IMAGE_LAYERS_LABEL, STARGZ_IMAGE_LAYERS_LABEL)
 """Comma-separated digests of this layer and those above it (cut short to fit containerd's
 4096-byte label limit): containerd's CRI plugin and ctr-remote rpull send them."""
-PUBLISHED_MARKER = "snapmux-layer.json"
-"""Written by the publisher: the layer's whiteouts are overlayfs-native."""
 
 FOREIGN_MODES = ("scan", "serve", "download")
 

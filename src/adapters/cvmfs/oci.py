@@ -38,6 +38,7 @@ from snapmux.adapters.cvmfs.oci_documents import (
     descriptor_of,
     document_of,
     index_entries,
+    read_bounded,
     read_document,
     verified,
 )
@@ -118,9 +119,7 @@ class ImageSource:
 
     def read(self, digest: str) -> bytes:
         with self.open_blob(digest) as blob:
-            data = blob.read(MAX_DOCUMENT + 1)
-        if len(data) > MAX_DOCUMENT:
-            raise InvalidArgumentError(f"document {digest} is larger than {MAX_DOCUMENT} bytes")
+            data = read_bounded(blob, f"document {digest}")
         return verified(digest, data)
 
     def read_manifest(self, digest: str) -> bytes:

@@ -34,10 +34,15 @@ class BoundedBlob:
 
 
 def read_document(stream: IO[bytes], where: str) -> dict:
+    return document_of(read_bounded(stream, where), where)
+
+
+def read_bounded(stream: IO[bytes], where: str) -> bytes:
+    """At most MAX_DOCUMENT bytes: a larger document is refused before it is parsed or hashed."""
     data = stream.read(MAX_DOCUMENT + 1)
     if len(data) > MAX_DOCUMENT:
         raise InvalidArgumentError(f"{where} is larger than {MAX_DOCUMENT} bytes")
-    return document_of(data, where)
+    return data
 
 
 def document_of(data: bytes, where: str) -> dict:

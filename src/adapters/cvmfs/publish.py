@@ -24,22 +24,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, ContextManager
 
-from snapmux.adapters.cvmfs.layers import (
-    PUBLISHED_MARKER,
-    CvmfsLayerStore,
-    parse_digest,
-)
+from snapmux.adapters.cvmfs.ducc import remove_leftovers, scratch_prefix
+from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.untar import extract_layer
-from snapmux.adapters.durable import built_aside, remove_entry, write_atomically
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
+from snapmux.adapters.durable import built_aside, write_atomically
 from snapmux.domain.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
 BlobOpener = Callable[[str], ContextManager[IO[bytes]]]
 """Opens a blob by digest (`sha256:<hex>`) for reading."""
-
-_TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -83,11 +79,7 @@ class LayoutPublisher:
             yield report
 
     def _remove_leftovers(self) -> int:
-        leftovers = glob.glob(os.path.join(glob.escape(self.layers_dir), "*", _TMP_PREFIX + "*"))
-        for path in leftovers:
-            log.info("removing leftover of an interrupted publish: %s", path)
-            remove_entry(path)
-        return len(leftovers)
+        return sum(remove_leftovers(folder) for folder in glob.glob(os.path.join(glob.escape(self.layers_dir), "*")))
 
     def publish_layer(self, digest: str, open_blob: BlobOpener, report: PublishReport) -> None:
         hex_digest = parse_digest(digest)
@@ -98,7 +90,7 @@ class LayoutPublisher:
             report.skipped.append(digest)
             return
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        with built_aside(final, f"{_TMP_PREFIX}{hex_digest}-") as scratch:
+        with built_aside(final, scratch_prefix(hex_digest)) as scratch:
             self._extract_verified(digest, open_blob, scratch)
             _write_json(os.path.join(scratch, PUBLISHED_MARKER), {"digest": digest, "whiteouts": "overlay"})
         report.written.append(digest)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs import ducc
 from snapmux.adapters.cvmfs.blob_spool import PART_PREFIX
-from snapmux.adapters.cvmfs.layers import PUBLISHED_MARKER
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock
+from snapmux.adapters.cvmfs.whiteout_names import PUBLISHED_MARKER
 from snapmux.adapters.durable import fsync_dir
 from snapmux.domain.errors import InvalidArgumentError
 
@@ -97,7 +97,7 @@ def _remove_interrupted(base: str) -> None:
         for prefix in os.listdir(root) if os.path.isdir(root) else []:
             folder = os.path.join(root, prefix)
             for name in os.listdir(folder) if os.path.isdir(folder) else []:
-                if name.startswith(".tmp-gc-"):
+                if name.startswith(ducc.GC_ASIDE_PREFIX):
                     shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
@@ -143,7 +143,7 @@ def _remove(path: str, hex_digest: str, removed: list[str], report: GcReport, st
         report.busy += 1
         return
     try:
-        aside = os.path.join(os.path.dirname(path), f".tmp-gc-{hex_digest}-{uuid.uuid4().hex[:8]}")
+        aside = os.path.join(os.path.dirname(path), f"{ducc.GC_ASIDE_PREFIX}{hex_digest}-{uuid.uuid4().hex[:8]}")
         os.rename(path, aside)
         fsync_dir(os.path.dirname(path))
         shutil.rmtree(aside)

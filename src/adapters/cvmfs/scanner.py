@@ -30,7 +30,6 @@ class WhiteoutScanner:
     def __init__(self, cache: ShadowCache, threads: int = SCAN_THREADS) -> None:
         self.cache = cache
         self.scans: dict[str, asyncio.Task[Shadows | None]] = {}
-        self.started = 0
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="whiteout-scan")
         self._stop = threading.Event()
 
@@ -47,7 +46,6 @@ class WhiteoutScanner:
         running = self.scans.get(hex_digest)
         if running is not None:
             return running
-        self.started += 1
         task = asyncio.create_task(self._scan(hex_digest, layerfs))
         self.scans[hex_digest] = task
         return task
@@ -69,11 +67,6 @@ class WhiteoutScanner:
             self.scans.pop(hex_digest, None)  # before any waiter resumes: a later Prepare may queue again
         log.info("whiteout scan of layer %s done (%s)", hex_digest, "clean" if found.clean else found.path)
         return found
-
-    async def idle(self) -> None:
-        """Returns once no scan is queued or running (tests, and close, wait here)."""
-        while self.scans:
-            await asyncio.gather(*list(self.scans.values()), return_exceptions=True)
 
     async def close(self) -> None:
         """Running scans stop at their next directory and leave no result; queued ones never start."""

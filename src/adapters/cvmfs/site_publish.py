@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from snapmux.adapters.cvmfs import blob_spool, ducc
 from snapmux.adapters.cvmfs.blob_spool import ResumingOpener
-from snapmux.adapters.cvmfs.chain_build import build_chain, remove_leftovers
+from snapmux.adapters.cvmfs.chain_build import build_chain
 from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWaitStopped
 from snapmux.adapters.cvmfs.oci import RegistrySource, host_platform, open_source
@@ -213,7 +213,7 @@ class SitePublisher:
         with FileLock(os.path.join(folder, ducc.LOCK_PREFIX + hex_digest), self.stale_after).held(self.stop):
             if store.check_now(hex_digest).exists:
                 return "skipped"  # another publisher did it while we waited
-            remove_leftovers(folder, hex_digest)
+            ducc.remove_leftovers(folder, hex_digest)
             self.progress.started(digest, size)
             report = PublishReport()
             try:

@@ -27,9 +27,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from snapmux.adapters.cvmfs.chains import next_chain_id
 from snapmux.adapters.cvmfs.layers import (
@@ -56,7 +56,6 @@ from snapmux.domain.namespaces import validate_namespace
 from snapmux.domain.ports import SnapshotService
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CHAIN_MEMO_SIZE = 100_000
 
@@ -70,15 +69,6 @@ class AdoptingSnapshotService(SnapshotService, Protocol):
     ) -> Info: ...
 
 
-@dataclass
-class CvmfsCounters:
-    """Plain counters; the metrics decorator can read them or pass a listener instead."""
-
-    remote: int = 0
-    fallback: int = 0
-    unavailable: int = 0
-
-
 @dataclass(frozen=True)
 class RestoreReport:
     available: int = 0
@@ -90,20 +80,12 @@ class CvmfsSnapshotter:
         self,
         inner: AdoptingSnapshotService,
         store: CvmfsLayerStore,
-        listener: Callable[[str], None] | None = None,
         metrics: m.MetricsRegistry | None = None,
     ) -> None:
         self._inner = inner
         self._store = store
-        self._listener = listener
         self._metrics = metrics
         self._chains: dict[str, str | None] = {}
-        self.counters = CvmfsCounters()
-
-    def _count(self, event: str) -> None:
-        setattr(self.counters, event, getattr(self.counters, event) + 1)
-        if self._listener is not None:
-            self._listener(event)
 
     async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         target = (labels or {}).get(REF_LABEL, "")
@@ -114,8 +96,7 @@ class CvmfsSnapshotter:
             self._report(hex_digest, decision)
             if decision.servable is not None:
                 await self._adopt(adopted_name(key, target), parent, dict(labels or {}), decision.servable)
-            self._count("fallback")
-        return await self._lowers_deduplicated(await self._counted(self._inner.prepare(key, parent, labels)))
+        return await self._lowers_deduplicated(await self._inner.prepare(key, parent, labels))
 
     async def _adopt(self, name: str, parent: str, labels: dict[str, str], served: Servable) -> None:
         """Ends in AlreadyExists, the only "done remotely" signal containerd knows, unless the layer
@@ -129,7 +110,6 @@ class CvmfsSnapshotter:
             pass  # a concurrent unpack of the same chain adopted it first
         except UnavailableError:
             return  # vanished since we looked: the caller falls back to a local unpack
-        self._count("remote")
         raise AlreadyExistsError(f"target snapshot {name!r}: already exists (remote layer {served.path})")
 
     def _report(self, hex_digest: str, decision: Decision) -> None:
@@ -166,19 +146,10 @@ class CvmfsSnapshotter:
         return chain
 
     async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        return await self._lowers_deduplicated(await self._counted(self._inner.view(key, parent, labels)))
+        return await self._lowers_deduplicated(await self._inner.view(key, parent, labels))
 
     async def mounts(self, key: str) -> list[Mount]:
-        return await self._lowers_deduplicated(await self._counted(self._inner.mounts(key)))
-
-    async def _counted(self, call: Awaitable[T]) -> T:
-        """The local snapshotter checks every adopted layer of the chain (one stat each, no walk);
-        a vanished one is counted here, not checked a second time."""
-        try:
-            return await call
-        except UnavailableError:
-            self._count("unavailable")
-            raise
+        return await self._lowers_deduplicated(await self._inner.mounts(key))
 
     async def _ensure_reachable(self, info: Info) -> None:
         """For restore(): the layout layer behind one remote snapshot is still there."""
@@ -187,7 +158,6 @@ class CvmfsSnapshotter:
             return  # remote by another snapshotter's convention; nothing of ours to check
         path = info.labels.get(CHAIN_LABEL) or self._store.layer_path(hex_digest)
         if not await self._store.reachable(path):
-            self._count("unavailable")
             raise UnavailableError(f"remote layer {path} of snapshot {info.name!r} is not reachable")
 
     async def _lowers_deduplicated(self, mounts: list[Mount]) -> list[Mount]:

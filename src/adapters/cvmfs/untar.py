@@ -30,11 +30,9 @@ import tarfile
 from typing import IO
 
 from snapmux.adapters.cvmfs.layer_entries import XATTR_PAX, LayerLimits, describe, entries, kind_of, xattrs
+from snapmux.adapters.cvmfs.whiteout_names import OPAQUE_MARKERS, OPAQUE_XATTR, WHITEOUT_PREFIX
 from snapmux.domain.errors import InvalidArgumentError
 
-OPAQUE_MARKERS = frozenset({".wh..wh..opq", ".wh..opq"})
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_DIRS = 64
 
@@ -139,11 +137,7 @@ class _Extractor:
         if found is None:
             os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         elif stat.S_ISDIR(found.st_mode):  # deleted and re-created in this layer
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-            try:
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            _mark_opaque(parent, name)
 
     def _make_room(self, parent: int, base: str, member: tarfile.TarInfo) -> bool:
         """Whether `base` must be created: False where a directory merges into one already there."""
@@ -158,11 +152,7 @@ class _Extractor:
         os.unlink(base, dir_fd=parent)  # never follows: removes the earlier entry itself
         if member.isdir() and stat.S_ISCHR(found.st_mode) and found.st_rdev == os.makedev(0, 0):
             self._create(None, member, parent, base)  # whiteout, then directory: hides the lower one
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-            try:
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            _mark_opaque(parent, base)
             return False
         return True
 
@@ -233,6 +223,15 @@ def _lstat(name: str, parent: int) -> os.stat_result | None:
         return os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _mark_opaque(parent: int, name: str) -> None:
+    """The directory `name` (never followed) hides what the layers below hold at its path."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    try:
+        os.setxattr(fd, OPAQUE_XATTR, b"y")
+    finally:
+        os.close(fd)
 
 
 def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: str) -> None:

@@ -29,14 +29,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from snapmux.adapters.cvmfs.whiteout_names import (
+    META_PREFIX,
+    OPAQUE_MARKERS,
+    OPAQUE_XATTR,
+    USER_OPAQUE_XATTR,
+    WHITEOUT_PREFIX,
+)
 from snapmux.adapters.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKERS = (".wh..wh..opq", ".wh..opq")
-META_PREFIX = ".wh..wh."
-"""aufs bookkeeping (`.wh..wh.plnk`, ...): hidden, deletes nothing."""
 READY = "ready"
 TMP_PREFIX = ".tmp-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -67,7 +70,7 @@ class ShadowCache:
 
     def __init__(self, root: str, userxattr: bool) -> None:
         self.dir = os.path.join(os.path.abspath(root), "whiteouts")
-        self.opaque_xattr = "user.overlay.opaque" if userxattr else "trusted.overlay.opaque"
+        self.opaque_xattr = USER_OPAQUE_XATTR if userxattr else OPAQUE_XATTR
 
     def path(self, hex_digest: str) -> str:
         return os.path.join(self.dir, hex_digest)
