@@ -146,6 +146,7 @@ def test_whiteout_then_directory_is_an_opaque_directory(host, root):
 # -- extended attributes
 
 @pytest.mark.parametrize("name", ["trusted.overlay.opaque", "trusted.overlay.redirect", "trusted.overlay.metacopy",
+                                  "user.overlay.redirect", "user.overlay.metacopy", "user.overlay.opaque",
                                   "trusted.other", "security.selinux", "security.ima", "system.nfs4_acl", "other.x"])
 def test_xattrs_outside_the_allowed_namespaces_are_refused(host, root, name):
     refused(root, [info("f", data=b"x", xattrs={name: "y"})], rf"'f' \(file\) carries xattr '{name}'")

@@ -7,8 +7,9 @@ file of any size. `entries()` reads the stream with those bounded (`LayerLimits`
 no per-entry state (tarfile would otherwise remember every member), and `check()` refuses
 what no image builder writes and what would be unsafe on the host: device nodes other than
 the 0/0 whiteout, sparse files, names the kernel cannot hold, set-id files others may
-write, and extended attributes outside `user.*`, `security.capability` and the POSIX ACLs
-(`trusted.overlay.*` would let a layer steer overlayfs: redirects, metacopy, opacity).
+write, and extended attributes outside `user.*`, `security.capability` and the POSIX ACLs, and
+overlayfs's own in any namespace (`trusted.overlay.*`, or `user.overlay.*` on a `userxattr` mount,
+would let a layer steer overlayfs: redirects, metacopy, opacity).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from snapmux.adapters.cvmfs.layer_compression import open_layer
+from snapmux.adapters.cvmfs.whiteout_names import OVERLAY_XATTR_PREFIXES
 from snapmux.domain.errors import InvalidArgumentError
 
 XATTR_PAX = "SCHILY.xattr."
@@ -148,7 +150,7 @@ def _check_node(member: tarfile.TarInfo) -> None:
 
 def _check_xattrs(member: tarfile.TarInfo) -> None:
     for name in xattrs(member):
-        if not name.startswith(ALLOWED_XATTRS):
+        if not name.startswith(ALLOWED_XATTRS) or name.startswith(OVERLAY_XATTR_PREFIXES):
             raise InvalidArgumentError(f"{describe(member)} carries xattr {name[:100]!r}; a layer may set only "
                                        f"{', '.join(ALLOWED_XATTRS)}")
         if not (member.isreg() or member.isdir() or member.islnk()):

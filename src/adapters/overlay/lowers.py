@@ -39,6 +39,8 @@ HIDER = "H"
 HIDER_DIR = "hide"
 """Under `snapshots/` like every other lower (Cleanup leaves it alone)."""
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+"""Every xattr overlayfs reads as an instruction (opacity, redirects, metacopy): `trusted.`, or
+`user.` on a `userxattr` mount."""
 
 
 @dataclass(frozen=True)
