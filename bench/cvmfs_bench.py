@@ -39,13 +39,13 @@ SNAPSHOTTER = "cvmfs"
 
 
 @contextlib.contextmanager
-def fresh_node(work: Path, layout: Path):
-    """A new snapshotter root and containerd for one run, so no run sees another's cache."""
+def fresh_node(work: Path, layout: Path, extra_config: str = ""):
+    """A new snapshotter root and containerd for one run, so no run sees another's cache (or scans)."""
     work.mkdir(parents=True)
     socket_path = str(work / "snapshotter.sock")
     config = work / "snapshotter.toml"
     config.write_text(f'root = "{work / "snap-root"}"\naddress = "{socket_path}"\n'
-                      f'absolute-mountpoint = "{layout}"\nlog-level = "warning"\n')
+                      f'absolute-mountpoint = "{layout}"\nlog-level = "warning"\n{extra_config}')
     snapshotter = Daemon(["cvmfs-snapshotter", "--config", str(config)], work / "snapshotter.log")
     snapshotter.start(lambda: unix_socket_listening(socket_path))
     try:

@@ -23,7 +23,6 @@ shared: figures are noisy, compare the ratios measured side by side in one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import hashlib
 import io
@@ -40,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.containerd import Containerd, Daemon  # noqa: E402
+import cvmfs_bench  # noqa: E402 - beside this script (sys.path[0])
+from tests.support.containerd import Containerd  # noqa: E402
 from tests.support.ducc import build_chain, ingest_layer  # noqa: E402
 from tests.support.images import (  # noqa: E402
     LAYER_GZIP,
@@ -51,7 +51,6 @@ from tests.support.images import (  # noqa: E402
     write_layer,
 )
 from tests.support.registry import Registry  # noqa: E402
-from tests.support.sockets import unix_socket_listening  # noqa: E402
 
 SNAPSHOTTER = "cvmfs"
 MODES = ("scan", "chain", "plain")
@@ -116,22 +115,9 @@ def build_image(root: Path, files: int, size_mb: int, layers: int) -> BuiltImage
                        ["/bin/sh", "-c", "/bin/busybox find /data -type f | /bin/busybox wc -l"])
 
 
-@contextlib.contextmanager
 def fresh_node(work: Path, layout: Path):
-    """A new snapshotter root and containerd for one run, so no run sees another's scans."""
-    work.mkdir(parents=True)
-    socket_path = str(work / "snapshotter.sock")
-    config = work / "snapshotter.toml"
-    config.write_text(f'root = "{work / "snap-root"}"\naddress = "{socket_path}"\n'
-                      f'absolute-mountpoint = "{layout}"\nlog-level = "warning"\nforeign-scan-budget = 60\n')
-    snapshotter = Daemon(["cvmfs-snapshotter", "--config", str(config)], work / "snapshotter.log")
-    snapshotter.start(lambda: unix_socket_listening(socket_path))
-    try:
-        with Containerd.start(work / "containerd", {SNAPSHOTTER: socket_path}) as containerd:
-            yield containerd
-    finally:
-        snapshotter.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    """cvmfs_bench's fresh node, with a scan budget no run of this size runs over."""
+    return cvmfs_bench.fresh_node(work, layout, "foreign-scan-budget = 60\n")
 
 
 def timed_run(containerd: Containerd, reference: str, mode: str, registry: Registry, image: BuiltImage) -> float:
