@@ -32,12 +32,25 @@ def _logrus_level(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _quoted_time(render: Any) -> Any:
+    """logrus quotes the time (it holds ':'); structlog's logfmt quotes only spaces, '=' and '"'."""
+
+    def quoted(logger: Any, name: str, event: dict) -> str:
+        line = render(logger, name, event)
+        head, _, rest = line.partition(" ")
+        if head.startswith("time=") and not head.startswith('time="'):
+            return f'time="{head[len("time="):]}" {rest}'
+        return line
+
+    return quoted
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """`text` (logfmt, time/level/msg first) or `json`; the record's extra fields follow."""
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if log_format == "json"
-        else structlog.processors.LogfmtRenderer(key_order=["time", "level", "msg"], bool_as_flag=False)
+        else _quoted_time(structlog.processors.LogfmtRenderer(key_order=["time", "level", "msg"], bool_as_flag=False))
     )
     return ProcessorFormatter(
         foreign_pre_chain=[
