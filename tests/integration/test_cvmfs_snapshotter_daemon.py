@@ -14,10 +14,11 @@ import pytest
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from tests.integration.conftest import require_binaries, unix_socket_listening
+from tests.support.sockets import vsock_loopback_or_skip
 
 pytestmark = pytest.mark.integration
 SN = "cvmfs"
-VMADDR_CID_LOCAL = 1
+
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
@@ -96,11 +97,6 @@ def test_binds_an_af_vsock_port(daemons, tmp_path):
 def test_answers_http2_over_af_vsock_from_cid_1(daemons, tmp_path):
     """Needs a kernel with a vsock loopback transport (vsock_loopback); the bridge itself is unit-tested."""
     port = start_on_vsock(daemons, tmp_path)
-    with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as client:
-        client.settimeout(3)
-        try:
-            client.connect((VMADDR_CID_LOCAL, port))
-        except OSError as error:  # ETIMEDOUT/ENODEV: no vsock loopback transport in this kernel
-            pytest.skip(f"AF_VSOCK connect to cid 1 is impossible on this kernel: {error}")
+    with vsock_loopback_or_skip(port) as client:
         client.sendall(HTTP2_PREFACE + EMPTY_SETTINGS)  # grpcio cannot dial vsock: speak HTTP/2 directly
         assert client.recv(9)[3] == 0x04  # the gRPC server answers with its SETTINGS frame

@@ -24,10 +24,10 @@ from tests.support.demux_stack import demux_config
 from tests.support.notify import NotifySocket
 from tests.support.prometheus import free_port
 from tests.support.resolver import running_resolver
+from tests.support.sockets import VMADDR_CID_LOCAL, vsock_loopback_or_skip
 
 pytestmark = pytest.mark.integration
 Status = health_pb2.HealthCheckResponse
-VMADDR_CID_LOCAL = 1
 
 
 def check(channel: grpc.Channel, service: str = "") -> int:
@@ -113,15 +113,6 @@ class UnixToVsockRelay:
         self._listener.close()
 
 
-def vsock_loopback_or_skip(port: int) -> None:
-    with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as probe:
-        probe.settimeout(3)
-        try:
-            probe.connect((VMADDR_CID_LOCAL, port))
-        except OSError as error:  # ETIMEDOUT/ENODEV: the kernel has no vsock loopback transport
-            pytest.skip(f"AF_VSOCK connect to cid 1 is impossible on this kernel: {error}")
-
-
 def test_cvmfs_snapshotter_health_answers_through_its_vsock_bridge(daemons, tmp_path):
     """On kernels without vsock loopback the same bridge is covered by tests/unit/test_health.py."""
     require_binaries("cvmfs-snapshotter")
@@ -129,7 +120,7 @@ def test_cvmfs_snapshotter_health_answers_through_its_vsock_bridge(daemons, tmp_
     with NotifySocket(tmp_path / "notify") as notify:
         argv = ["cvmfs-snapshotter", "--root", str(tmp_path / "root"), "--address", f"vsock://{port}"]
         daemon = daemons.start(argv, tmp_path / "daemon.log", notify.ready, env=notify.env())
-        vsock_loopback_or_skip(port)
+        vsock_loopback_or_skip(port).close()
         relay = UnixToVsockRelay(str(tmp_path / "relay.sock"), port)
         try:
             with grpc.insecure_channel(f"unix://{relay.path}") as channel:
