@@ -4,7 +4,9 @@ Each layer is extracted into `.layers/<xx>/.tmp-<hex>-*` beside its final place,
 compressed digest checked while streaming, the marker written, the filesystem synced,
 and only then renamed to `.layers/<xx>/<hex>`: a half-written layer never looks
 available, and a crash leaves only a `.tmp-*` directory that the next run removes.
-A layer already in place is skipped. One publisher at a time holds `.layers/.publish.lock`.
+A layer already in place is skipped. The `publish` command (site_publish.SitePublisher) takes
+a lock file per layer (locks.py), which works across NFS hosts; `session()` is the older
+layout-wide flock of `publish_image`, for one image at a time on one host.
 
 `.layers/<xx>/<hex>` stays 0700 (mkdtemp's mode): what a layer holds - set-id binaries,
 world-writable directories - is reachable by root only (the snapshotter), never by a local
