@@ -44,14 +44,18 @@ PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 """A python the unprivileged user may run (the test's own may sit under root's home); stdlib only."""
 
 
-def _as(uid: int, gids: Sequence[int]) -> dict:
+def _as(uid: int, gids: Sequence[int]) -> list[str]:
+    """setpriv drops to `uid` in the exec'd child. Not subprocess's user=/group=: those call setuid
+    between fork and exec, and in a parent with threads (gRPC's) glibc's setxid can wait there
+    forever for threads the child does not have (seen: a test hung in _execute_child past its timeout)."""
     gid = gids[0] if gids else uid
-    return {"user": uid, "group": gid, "extra_groups": list(gids)}
+    groups = ["--groups", ",".join(map(str, gids))] if gids else ["--clear-groups"]
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", *groups, "--"]
 
 
 def connects_as(uid: int, path: str | os.PathLike[str], gids: Sequence[int] = ()) -> int:
     """The errno of one connect by `uid` (0: connected)."""
-    done = subprocess.run([PYTHON, "-I", "-c", _ONCE, os.fspath(path)], timeout=60, cwd="/", **_as(uid, gids))
+    done = subprocess.run([*_as(uid, gids), PYTHON, "-I", "-c", _ONCE, os.fspath(path)], timeout=60, cwd="/")
     return done.returncode
 
 
@@ -60,8 +64,8 @@ def connect_watcher(uid: int, paths: Sequence[str | os.PathLike[str]]) -> Iterat
     """Yields the file where the watcher writes `connected PATH` if it ever gets in; stopped on exit."""
     out = Path(tempfile.mkstemp(prefix="snapmux-watch-")[1])
     with open(out, "w") as handle:
-        watcher = subprocess.Popen([PYTHON, "-I", "-c", _LOOP, *map(os.fspath, paths)], stdout=handle,
-                                   cwd="/", **_as(uid, ()))
+        watcher = subprocess.Popen([*_as(uid, ()), PYTHON, "-I", "-c", _LOOP, *map(os.fspath, paths)],
+                                   stdout=handle, cwd="/")
     try:
         yield out
     finally:
