@@ -73,3 +73,24 @@ class SnapshotsHealth(health_pb2_grpc.HealthServicer):
             await context.write(health_pb2.HealthCheckResponse(status=sent))
             if final:
                 return
+
+
+class HealthUnimplemented(Exception):
+    """The peer serves no grpc.health.v1 (UNIMPLEMENTED), or not for the snapshots service (NOT_FOUND)."""
+
+
+class GrpcHealthProbe:
+    """The client side: is the peer's snapshots service SERVING, by its own health Check."""
+
+    def __init__(self, channel: grpc.aio.Channel, service: str = SNAPSHOTS_SERVICE) -> None:
+        self._stub = health_pb2_grpc.HealthStub(channel)
+        self._request = health_pb2.HealthCheckRequest(service=service)
+
+    async def serving(self) -> bool:
+        try:
+            reply = await self._stub.Check(self._request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
+                raise HealthUnimplemented(error.details()) from None
+            raise
+        return reply.status == SERVING

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 
 from snapmux.adapters.grpc.client import GrpcSnapshotService
+from snapmux.adapters.grpc.health import GrpcHealthProbe, HealthUnimplemented
 from snapmux.adapters.grpc.server import MAX_MESSAGE_BYTES
 from snapmux.adapters.vsock.dialer import VsockDialer
 from snapmux.adapters.vsock.forwarder import VsockForwarder
@@ -32,7 +33,8 @@ from snapmux.domain.model import Info, Mount, SnapshotterAddress, Usage
 T = TypeVar("T")
 
 HEALTH_PROBE_KEY = "snapmux.io/health-probe"
-"""Stat of a key no snapshotter has: NotFound is a healthy answer."""
+"""Stat of a key no snapshotter has: NotFound is a healthy answer. The probe of a VM snapshotter
+that does not serve grpc.health.v1 (containerd's Go proxy snapshotters do not)."""
 
 
 class GrpcRemoteSnapshotter(GrpcSnapshotService):
@@ -44,6 +46,7 @@ class GrpcRemoteSnapshotter(GrpcSnapshotService):
         self._where = where
         self._forwarder = forwarder
         self._probe_timeout = probe_timeout
+        self._health: GrpcHealthProbe | None = GrpcHealthProbe(channel)
         self._closing = False
 
     def named(self, error: BaseException) -> BaseException:
@@ -104,13 +107,26 @@ class GrpcRemoteSnapshotter(GrpcSnapshotService):
     async def healthy(self) -> bool:
         """Connected (re-dialling if needed) and answering a cheap call, both within the dial timeout.
 
-        The call matters: a paused VM keeps its connection READY but never answers.
+        The call matters: a paused VM keeps its connection READY but never answers. It is the VM
+        snapshotter's own gRPC health Check, so one that is starting or draining (NOT_SERVING) is
+        unhealthy too; a snapshotter without the health service is asked a Stat instead.
         """
         try:
             await asyncio.wait_for(self._channel.channel_ready(), self._probe_timeout)
-            await asyncio.wait_for(GrpcSnapshotService.stat(self, HEALTH_PROBE_KEY), self._probe_timeout)
+            return await asyncio.wait_for(self._answers(), self._probe_timeout)
         except (asyncio.TimeoutError, grpc.RpcError, UnavailableError, DeadlineExceededError, CancelledError):
             return False
+
+    async def _answers(self) -> bool:
+        if self._health is not None:
+            try:
+                return await self._health.serving()
+            except HealthUnimplemented:
+                self._health = None  # asked once: this snapshotter has no health service
+        try:
+            await GrpcSnapshotService.stat(self, HEALTH_PROBE_KEY)
+        except (UnavailableError, DeadlineExceededError, CancelledError):
+            raise
         except DomainError:  # NotFound (or any answer at all): the snapshotter is there
             return True
         return True
