@@ -2,9 +2,10 @@
 
 A manifest's media type (`tar`, `tar+gzip`, `tar+zstd`, docker's `diff.tar.gzip`) is a claim by
 an untrusted source; the magic number is what the bytes are. Plain and gzip tars are left to
-tarfile's own detection (`r|*`); zstd (`application/vnd.oci.image.layer.v1.tar+zstd`) is
+tarfile (`r|gz`, `r|`); zstd (`application/vnd.oci.image.layer.v1.tar+zstd`) is
 decompressed here with the standard library's `compression.zstd` (Python >= 3.14) or its
-backport. The caller hashes the compressed bytes beneath this, so the digest check is
+backport. bzip2 and xz, which tarfile would read, are refused by name: containerd reads
+neither, so no pull could have made such a tree. The caller hashes the compressed bytes beneath this, so the digest check is
 unchanged, and LayerLimits bound what the tar declares whatever the compression.
 
 A zstd frame names the window it needs; the decoder refuses one above 2**27 bytes (libzstd's
@@ -25,6 +26,8 @@ else:
     from backports import zstd
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+REFUSED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
 _SKIPPABLE, _SKIPPABLE_MASK = 0x184D2A50, 0xFFFFFFF0
 """A skippable frame (metadata, e.g. zstd:chunked's) may come first: zstd too, as containerd says."""
 ZSTD_WINDOW_LOG_MAX = 27
@@ -33,11 +36,14 @@ _OPTIONS = {zstd.DecompressionParameter.window_log_max: ZSTD_WINDOW_LOG_MAX}
 
 def open_layer(stream: IO[bytes]) -> tuple[IO[bytes], str]:
     """The layer's tar stream and the tarfile mode to read it with."""
-    head = stream.read(len(ZSTD_MAGIC))
+    head = stream.read(6)
     replayed = _Replayed(head, stream)
-    if _is_zstd(head):
+    if _is_zstd(head[: len(ZSTD_MAGIC)]):
         return _ZstdReader(replayed), "r|"  # a tar inside, nothing else: no zstd of gzip of ...
-    return replayed, "r|*"  # type: ignore[return-value]
+    for magic, name in REFUSED_MAGIC.items():
+        if head.startswith(magic):
+            raise InvalidArgumentError(f"layer is {name}-compressed: containerd unpacks only plain, gzip and zstd tars")
+    return replayed, "r|gz" if head.startswith(GZIP_MAGIC) else "r|"  # type: ignore[return-value]
 
 
 def _is_zstd(head: bytes) -> bool:

@@ -18,6 +18,17 @@ from snapmux.domain.errors import InvalidArgumentError
 MAX_DOCUMENT = 4 << 20
 """Index, manifest or config: distribution refuses manifests above 4 MiB, so does this."""
 
+_DOCKER_LAYER = "application/vnd.docker.image.rootfs"
+_OCI_LAYER = "application/vnd.oci.image.layer"
+LAYER_MEDIA_TYPES = frozenset({
+    f"{_DOCKER_LAYER}.diff.tar", f"{_DOCKER_LAYER}.diff.tar.gzip",
+    f"{_DOCKER_LAYER}.foreign.diff.tar", f"{_DOCKER_LAYER}.foreign.diff.tar.gzip",
+    *(f"{_OCI_LAYER}.{kind}.tar{compression}"
+      for kind in ("v1", "nondistributable.v1") for compression in ("", "+gzip", "+zstd")),
+})
+"""The layers containerd's unpacker applies (images.IsLayerType, then plain, gzip or zstd): an
+encrypted, bzip2 or xz layer, or an artifact's blob, would publish a tree no pull could have made."""
+
 
 class BoundedBlob:
     """A read-only stream that refuses to yield more than `size` bytes."""
@@ -67,12 +78,18 @@ def descriptor_of(value: object, where: str, sized: bool = True) -> dict:
 
 
 def checked_manifest(document: dict, digest: str) -> dict:
-    """Every layer a descriptor; returns the config's."""
+    """Every layer a descriptor of a layer media type; returns the config's."""
     layers = document.get("layers")
     if not isinstance(layers, list):
         raise InvalidArgumentError(f"manifest {digest}: layers is not a list")
     for index, layer in enumerate(layers):
         descriptor_of(layer, f"manifest {digest} layer {index}")
+        media_type = layer.get("mediaType")
+        if media_type not in LAYER_MEDIA_TYPES:
+            raise InvalidArgumentError(
+                f"manifest {digest} layer {index} ({layer['digest']}): media type {media_type!r} is not a layer"
+                " containerd unpacks (a plain, gzip or zstd tar)"
+            )
     return descriptor_of(document.get("config"), f"manifest {digest} config")
 
 
