@@ -207,3 +207,28 @@ def test_a_root_from_before_shadows_gains_the_column(tmp_path):
         assert (row.info.name, row.source, row.shadows) == ("layer1", "/cvmfs/x", "")
     finally:
         store.close()
+
+
+async def test_a_parent_removed_while_its_whiteout_trees_are_built_is_not_found(snapshotter, tmp_path):
+    """Prepare builds the parent chain's merged shadows on the read pool before its write; a remove
+    of that parent in between is the caller's NotFound, not an internal error."""
+    sources = []
+    for n in range(2):
+        layer = tmp_path / "cvmfs" / f"layer{n}"
+        (layer / "data").mkdir(parents=True)
+        for tree in ("upper", "lower"):
+            (tmp_path / "cvmfs" / f"layer{n}-shadows" / tree / "data").mkdir(parents=True)
+        sources.append(layer)
+    await snapshotter.adopt("layer0", "", {}, str(sources[0]), str(sources[0]) + "-shadows")
+    await snapshotter.adopt("layer1", "layer0", {}, str(sources[1]), str(sources[1]) + "-shadows")
+    build = snapshotter._ready
+
+    async def removed_meanwhile(chain):
+        await snapshotter.remove("layer1")
+        await build(chain)
+
+    snapshotter._ready = removed_meanwhile
+    with pytest.raises(NotFoundError):
+        await snapshotter.prepare("rw", "layer1")
+    snapshotter._ready = build
+    assert [info.name async for info in snapshotter.walk()] == ["layer0"]

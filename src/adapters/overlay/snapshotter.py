@@ -149,7 +149,18 @@ class OverlaySnapshotter:
             chain = self._cache.chain(self._cache.get(parent))
         except NotFoundError:
             return  # the write reports it, in containerd's words
-        await self._ready(chain)
+        try:
+            await self._ready(chain)
+        except FileNotFoundError:
+            if self._chain_intact(chain):
+                raise
+            # a snapshot of the chain was removed while its trees were built: the write says NotFound
+
+    def _chain_intact(self, chain: Sequence[Link]) -> bool:
+        try:
+            return all(self._cache.get(link.name).id == link.id for link in chain)
+        except NotFoundError:
+            return False
 
     async def _ready(self, chain: Sequence[Link]) -> None:
         """Adopted sources are there, and what the mount's lower stack names is built (merged
