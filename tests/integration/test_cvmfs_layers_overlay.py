@@ -14,17 +14,15 @@ import subprocess
 import pytest
 
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.oci import OciLayoutSource
-from snapmux.adapters.cvmfs.publish import LayoutPublisher
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.domain.errors import AlreadyExistsError, UnavailableError
 from snapmux.domain.labels import CRI_DIGEST_LABEL, REF_LABEL
-from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
 from tests.fakes.cvmfs_outcomes import OutcomeSpy
 from tests.integration.conftest import require_root
 from tests.support.containerd import unmount_all_under
 from tests.support.images import WHITEOUT_IMAGE_LISTING, directory, file, whiteout_image, write_image, write_layer
+from tests.support.publishing import publish_or_raise
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +31,7 @@ pytestmark = pytest.mark.integration
 def layout(tmp_path):
     require_root()
     image = whiteout_image(str(tmp_path / "oci"))
-    publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(tmp_path / "layout")))
+    publish_or_raise(tmp_path / "layout", image.oci_ref)
     return image, tmp_path / "layout"
 
 
@@ -103,7 +101,7 @@ async def test_same_layer_twice_in_a_chain_mounts(layout, opened, tmp_path):
     image, base = layout
     extra = write_layer(image.layout, [directory("more"), file("more/x", "x")])
     twice = write_image(image.layout, "twice", [*image.layers, extra, image.layers[1]], ["/bin/true"])
-    publish_image(OciLayoutSource(image.layout, "twice"), LayoutPublisher(str(base)))
+    publish_or_raise(base, twice.oci_ref)
     cvmfs = await opened()
     top = await unpack_remote(cvmfs, [layer.digest for layer in twice.layers])
     rootfs = mount(await cvmfs.view("view", top), tmp_path / "m")
@@ -129,7 +127,7 @@ async def test_view_of_one_remote_layer(layout, opened, tmp_path):
 async def test_vanished_layer_is_unavailable_and_survives_restart(layout, opened, tmp_path):
     image, base = layout
     other = whiteout_image(str(tmp_path / "other"), variant="other")
-    publish_image(OciLayoutSource(other.layout, "v1"), LayoutPublisher(str(base)))
+    publish_or_raise(base, other.oci_ref)
     cvmfs = await opened()
     top = await unpack_remote(cvmfs, [layer.digest for layer in image.layers])
     await cvmfs.prepare("container", top)

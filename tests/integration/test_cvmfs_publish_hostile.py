@@ -88,7 +88,8 @@ def test_a_hostile_layer_fails_the_publish_by_name_and_touches_nothing_outside(t
     store = CvmfsLayerStore(str(target))
     assert store.check_now(parse_digest(good.digest)).published  # a good layer before it stays good
     assert not os.path.lexists(store.layer_dir(parse_digest(bad.digest)))
-    assert glob.glob(str(target / ".layers" / "*" / ".tmp-*")) == [] and not (target / ".images").exists()
+    assert glob.glob(str(target / ".layers" / "*" / ".tmp-*")) == []
+    assert not (target / ".metadata" / "manifests").exists()  # the image's metadata waits for all its layers
 
 
 def test_a_layer_digest_that_would_be_a_path_is_refused_before_anything_is_written(tmp_path, host):

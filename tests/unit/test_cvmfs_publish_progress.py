@@ -201,7 +201,7 @@ def test_a_layer_stopped_by_sigterm_is_reported_stopped_not_failed(tmp_path, mon
     recorder = Recorder()
     publisher = SitePublisher(str(tmp_path / "layout"), jobs=1, progress=recorder)
 
-    def sigterm_mid_layer(digest, opener, report):
+    def sigterm_mid_layer(digest, opener):
         publisher.stop.set()
         raise site_publish.Stopped(f"stopped in layer {digest}")
 

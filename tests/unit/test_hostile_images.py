@@ -12,14 +12,14 @@ import os
 import httpx
 import pytest
 
+from snapmux.adapters.cvmfs import ducc
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.oci import MAX_DOCUMENT, OciArchiveSource, OciLayoutSource, RegistrySource
-from snapmux.adapters.cvmfs.publish import LayoutPublisher
+from snapmux.adapters.cvmfs.oci import MAX_DOCUMENT, RegistrySource
 from snapmux.adapters.cvmfs.registry_auth import MAX_TOKEN_ANSWER, RegistryAuth
 from snapmux.domain.errors import InvalidArgumentError, UnavailableError
 from snapmux.entrypoints.cvmfs_snapshotter.publish import main as publish_main
-from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
 from tests.support.images import LAYER_GZIP, Descriptor, file, write_image, write_layer
+from tests.support.publishing import publish_or_raise
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="publishing writes whiteouts: needs root")
 
@@ -32,24 +32,26 @@ def blob(layout, data: bytes) -> str:
     return f"sha256:{digest}"
 
 
-def tagged(layout, manifest: bytes | dict, size: int | None = None) -> OciLayoutSource:
+def tagged(layout, manifest: bytes | dict, size: int | None = None) -> str:
     data = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
     entry = {"digest": blob(layout, data), "size": len(data) if size is None else size,
              "annotations": {"org.opencontainers.image.ref.name": "t"}}
     with open(os.path.join(layout, "index.json"), "w") as out:
         json.dump({"schemaVersion": 2, "manifests": [entry]}, out)
-    return OciLayoutSource(layout, "t")
+    return f"oci:{layout}:t"
 
 
-def publish(tmp_path, source):
+def publish(tmp_path, reference: str):
+    """Through the command's path (SitePublisher); raises what the image was refused with."""
     target = tmp_path / "out"
-    publish_image(source, LayoutPublisher(str(target)))
+    publish_or_raise(target, reference)
     return target
 
 
 def nothing_written(tmp_path):
     out = tmp_path / "out"
-    assert glob.glob(str(out / ".layers" / "*" / "*")) == [] and not (out / ".images").exists()
+    assert glob.glob(str(out / ".layers" / "*" / "*")) == [] and glob.glob(str(out / ".layers" / "*" / ".tmp-*")) == []
+    assert not os.path.exists(ducc.metadata_dir(str(out), ducc.MANIFESTS_DIR))
     assert sorted(os.listdir(tmp_path)) in (["oci"], ["oci", "out"])  # nothing beside the target either
 
 
@@ -60,7 +62,7 @@ def test_a_layer_digest_that_is_not_sha256_hex_is_refused_before_it_names_a_path
     good = write_layer(layout, [file("x", "x")])
     image = write_image(layout, "t", [good, Descriptor(LAYER_GZIP, digest, 10)], ["/x"])  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="layer digest"):
-        publish(tmp_path, OciLayoutSource(image.layout, "t"))
+        publish(tmp_path, f"oci:{image.layout}:t")
     nothing_written(tmp_path)
 
 
@@ -94,7 +96,7 @@ def test_a_huge_index_json_is_refused(tmp_path):
     layout.mkdir()
     (layout / "index.json").write_text(json.dumps({"manifests": [], "pad": " " * MAX_DOCUMENT}))
     with pytest.raises(InvalidArgumentError, match="index.json is larger than"):
-        publish(tmp_path, OciLayoutSource(str(layout), "t"))
+        publish(tmp_path, f"oci:{layout}:t")
 
 
 def test_a_layer_blob_longer_than_its_descriptor_is_refused_and_not_published(tmp_path):
@@ -103,7 +105,7 @@ def test_a_layer_blob_longer_than_its_descriptor_is_refused_and_not_published(tm
     short = Descriptor(LAYER_GZIP, layer.digest, layer.size - 512, layer.diff_id)
     image = write_image(layout, "t", [short], ["/x"])
     with pytest.raises(InvalidArgumentError, match="larger than its descriptor says"):
-        publish(tmp_path, OciLayoutSource(image.layout, "t"))
+        publish(tmp_path, f"oci:{image.layout}:t")
     assert not CvmfsLayerStore(str(tmp_path / "out")).check_now(parse_digest(layer.digest)).exists
 
 
@@ -115,7 +117,7 @@ def test_a_layer_blob_that_never_ends_is_cut_off_at_its_size(tmp_path):
     os.unlink(path)
     os.symlink("/dev/zero", path)  # zeros: a tar that ends at once, then endless trailing data
     with pytest.raises(InvalidArgumentError, match="larger than its descriptor says"):
-        publish(tmp_path, OciLayoutSource(image.layout, "t"))
+        publish(tmp_path, f"oci:{image.layout}:t")
     assert not CvmfsLayerStore(str(tmp_path / "out")).check_now(parse_digest(layer.digest)).exists
 
 
@@ -195,7 +197,7 @@ def test_a_token_service_that_never_stops_sending_is_cut_off():
 def test_published_layers_are_reachable_by_root_only(tmp_path):
     layout = str(tmp_path / "oci")
     layer = write_layer(layout, [file("su", "x", mode=0o4755)])
-    target = publish(tmp_path, OciLayoutSource(write_image(layout, "t", [layer], ["/su"]).layout, "t"))
+    target = publish(tmp_path, write_image(layout, "t", [layer], ["/su"]).oci_ref)
     layer_dir = CvmfsLayerStore(str(target)).layer_dir(parse_digest(layer.digest))
     assert os.stat(layer_dir).st_mode & 0o077 == 0 and os.stat(layer_dir).st_uid == 0
     assert os.stat(os.path.join(layer_dir, "layerfs", "su")).st_mode & 0o7777 == 0o4755
@@ -221,7 +223,7 @@ def test_an_oci_archive_with_a_huge_header_is_refused_without_reading_it(tmp_pat
     archive = tmp_path / "image.tar"
     archive.write_bytes(raw_header(b"pax", b"x", (8 << 30) - 1))
     with pytest.raises(InvalidArgumentError, match="extended header"):
-        publish(tmp_path, OciArchiveSource(str(archive), "t"))
+        publish(tmp_path, f"oci-archive:{archive}:t")
 
 
 @pytest.mark.parametrize("reference", [

@@ -14,13 +14,12 @@ import pytest
 from snapmux.adapters.cvmfs.layer_compression import ZSTD_MAGIC, zstd
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore, parse_digest
-from snapmux.adapters.cvmfs.oci import OciLayoutSource
-from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport
+from snapmux.adapters.cvmfs.publish import LayoutPublisher
 from snapmux.adapters.cvmfs.untar import extract_layer
 from snapmux.domain.errors import InvalidArgumentError
-from snapmux.entrypoints.cvmfs_snapshotter.publish import publish_image
 from tests.support.hostile_tars import info, tar_bytes
 from tests.support.images import LAYER_ZSTD, whiteout_image
+from tests.support.publishing import publish_or_raise
 from tests.support.requirements import lacking_root, require
 
 
@@ -77,8 +76,8 @@ def test_corrupt_zstd_is_a_bad_layer_not_a_crash(tmp_path):
 def test_a_zstd_image_is_published_with_overlay_whiteouts(tmp_path):
     image = whiteout_image(str(tmp_path / "oci"), compress="zstd")
     assert {layer.media_type for layer in image.layers} == {LAYER_ZSTD}
-    report = publish_image(OciLayoutSource(image.layout, "v1"), LayoutPublisher(str(tmp_path / "out")))
-    assert report.written == [layer.digest for layer in image.layers]
+    result = publish_or_raise(tmp_path / "out", image.oci_ref)
+    assert (result.published, result.skipped) == (len(image.layers), 0)
     store = CvmfsLayerStore(str(tmp_path / "out"))
     top = store.layer_path(parse_digest(image.layers[2].digest))
     assert stat.S_ISCHR(os.lstat(f"{top}/data/gone.txt").st_mode)
@@ -96,9 +95,8 @@ def test_the_digest_is_checked_on_the_compressed_bytes(tmp_path):
         return contextlib.nullcontext(io.BytesIO(blob))
 
     uncompressed = f"sha256:{hashlib.sha256(tar_bytes([info('f', data=b'same content')])).hexdigest()}"
-    with publisher.session() as report, pytest.raises(InvalidArgumentError, match="has digest"):
-        publisher.publish_layer(uncompressed, opener, report)  # the tar's digest is not the blob's
+    with pytest.raises(InvalidArgumentError, match="has digest"):
+        publisher.publish_layer(uncompressed, opener)  # the tar's digest is not the blob's
     assert not os.path.exists(publisher.store.layer_dir(parse_digest(uncompressed)))
-    report = PublishReport()
-    publisher.publish_layer(compressed, opener, report)
-    assert report.written == [compressed]
+    assert publisher.publish_layer(compressed, opener) is True
+    assert publisher.store.check_now(parse_digest(compressed)).published

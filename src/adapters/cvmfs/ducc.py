@@ -48,13 +48,12 @@ def scratch_prefix(hex_digest: str) -> str:
     return f"{TMP_PREFIX}{hex_digest}-"
 
 
-def remove_leftovers(folder: str, hex_digest: str | None = None) -> int:
-    """Scratch an interrupted run left in `folder`: of `hex_digest`, or all of it for None (only
-    safe while holding the lock that guards it)."""
-    prefix = TMP_PREFIX if hex_digest is None else scratch_prefix(hex_digest)
-    found = [name for name in os.listdir(folder) if name.startswith(prefix)] if os.path.isdir(folder) else []
-    for name in found:
-        path = os.path.join(folder, name)
-        log.info("removing leftover of an interrupted publish: %s", path)
-        remove_entry(path)
-    return len(found)
+def remove_leftovers(folder: str, hex_digest: str) -> None:
+    """Scratch an interrupted run left in `folder` for `hex_digest`, and nothing else: call it
+    holding that entry's lock (a live publisher of another entry keeps its own scratch)."""
+    prefix = scratch_prefix(hex_digest)
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.startswith(prefix):
+            path = os.path.join(folder, name)
+            log.info("removing leftover of an interrupted publish: %s", path)
+            remove_entry(path)

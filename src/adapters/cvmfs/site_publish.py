@@ -30,7 +30,7 @@ from snapmux.adapters.cvmfs.layers import parse_digest
 from snapmux.adapters.cvmfs.locks import DEFAULT_STALE_AFTER, FileLock, LockWaitStopped
 from snapmux.adapters.cvmfs.oci import RegistrySource, host_platform, open_source
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
-from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher, PublishReport
+from snapmux.adapters.cvmfs.publish import BlobOpener, LayoutPublisher
 from snapmux.adapters.cvmfs.publish_progress import Guarded, NoProgress, Progress, counted
 from snapmux.adapters.durable import write_atomically
 from snapmux.adapters.cvmfs.recipe import Wanted, list_tags, matching
@@ -53,6 +53,9 @@ class ImageResult:
     chains: int = 0
     seconds: float = 0.0
     error: str = ""
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """What `error` says, as raised: library callers tell a refused image (InvalidArgumentError)
+    from a registry that is down (UnavailableError) by it, not by parsing the line."""
     stopped: bool = False
     """Not failed: SIGTERM came first (the next run publishes it)."""
 
@@ -150,9 +153,9 @@ class SitePublisher:
         try:
             self._publish_image(wanted, platform, result)
         except (Stopped, LockWaitStopped) as error:
-            result.error, result.stopped = f"stopped: {error}", True
+            result.error, result.stopped, result.exception = f"stopped: {error}", True, error
         except Exception as error:  # noqa: BLE001 - bad registries, tars, json: this image's result
-            result.error = reason_of(error)
+            result.error, result.exception = reason_of(error), error
         result.seconds = time.monotonic() - started
         log.info("%s", result.line())
         return result
@@ -215,14 +218,13 @@ class SitePublisher:
                 return "skipped"  # another publisher did it while we waited
             ducc.remove_leftovers(folder, hex_digest)
             self.progress.started(digest, size)
-            report = PublishReport()
             try:
-                self.layout.publish_layer(digest, opener, report)
+                written = self.layout.publish_layer(digest, opener)
             except InvalidArgumentError:
                 blob_spool.done(self._spool(), hex_digest)  # bad data: never resume from it
                 raise
             blob_spool.done(self._spool(), hex_digest)
-        return "published" if report.written else "skipped"
+        return "published" if written else "skipped"
 
     def _build_chains(self, digests: list[str], chains: list[str]) -> int:
         store, written, parent = self.layout.store, 0, None

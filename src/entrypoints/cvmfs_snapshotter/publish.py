@@ -24,8 +24,7 @@ import threading
 from collections.abc import Sequence
 
 from snapmux.adapters.cvmfs.layer_entries import LayerLimits
-from snapmux.adapters.cvmfs.oci import ImageSource, host_platform
-from snapmux.adapters.cvmfs.publish import LayoutPublisher, PublishReport
+from snapmux.adapters.cvmfs.oci import host_platform
 from snapmux.adapters.cvmfs.publish_gc import collect
 from snapmux.adapters.cvmfs.publish_progress import NoProgress, Progress, for_stream
 from snapmux.adapters.cvmfs.recipe import Wanted, load_recipe
@@ -33,16 +32,6 @@ from snapmux.adapters.cvmfs.registry_auth import default_authfile
 from snapmux.adapters.cvmfs.site_publish import SitePublisher, Summary, reason_of, record_key
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def publish_image(source: ImageSource, publisher: LayoutPublisher) -> PublishReport:
-    """One image under the layout-wide flock, as before recipes (kept for library callers)."""
-    image = source.image()
-    with publisher.session() as report:
-        for digest in image.layers:
-            publisher.publish_layer(digest, source.open_blob, report)
-        publisher.write_metadata(image.manifest_digest, image.manifest, image.config)
-    return report
 
 
 def duration(text: str) -> float:
