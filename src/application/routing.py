@@ -104,7 +104,9 @@ class NamespaceRouter:
             if into is not None and into != namespace_of_key(key):
                 raise InvalidArgumentError(f"cannot commit {key!r} as {name!r}: the name is in another namespace")
 
-    async def _walk(self, filters: Sequence[str], stream: Callable[[RemoteSnapshotter], AsyncIterator[S]]) -> AsyncIterator[S]:
+    async def _walk(
+        self, filters: Sequence[str], stream: Callable[[RemoteSnapshotter], AsyncIterator[S]]
+    ) -> AsyncIterator[S]:
         namespace = current_namespace.get() or self._claims.owner(filters)
         if namespace is not None:
             client = await self._remotes.get(validate_namespace(namespace))
