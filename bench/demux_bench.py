@@ -9,7 +9,7 @@ stat, mounts, prepare (+commit+remove) and list, 1 and 64 clients, along these p
   plain : straight to the snapshotter's unix socket (no vsock at all)
   direct: through a VsockForwarder (its own process) + the stand-in: the demux's own path to the VM
   relay : `bench/grpc_relay.py`, a do-nothing raw-bytes pass-through over the same forwarder path
-          (on asyncio's loop, as the demux runs)
+          (on uvloop, the event loop the demux runs on)
   demux : the demux, which routes by namespace through its forwarder + the stand-in
   before: (with --before REV) the demux of git revision REV, beside it in the same run
 Reported: p50/p99 per path; demux/relay (target <= 1.1); the per-call overhead
@@ -132,7 +132,7 @@ def start_paths(stack: ExitStack, work: Path, before: str | None) -> list[Target
     direct = spawn(stack, [sys.executable, __file__, "--forward", paths["direct"], vsock], paths["direct"],
                    work / "fwd.log")
     relay = spawn(stack, [sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", paths["relay"],
-                          "--vsock", vsock, "--port", str(PORT)], paths["relay"], work / "relay.log")
+                          "--vsock", vsock, "--port", str(PORT), "--uvloop"], paths["relay"], work / "relay.log")
     demux_argv = ["--config", str(demux_config(work, paths["demux"], resolver.url)), "--log-level", "warning"]
     demux = spawn(stack, ["demux-snapshotter", *demux_argv], paths["demux"], work / "demux.log")
     # CPU time per call: each hop's own process (the VM's snapshotter for plain)

@@ -14,6 +14,11 @@ partial answer is safe: GC only removes snapshots it was shown.
 Remote snapshots: the namespace-less List containerd makes right after a Prepare answered
 AlreadyExists goes to that Prepare's VM only (`TargetClaims`), not fanned out, so a layer
 several VMs hold is always recorded in the VM of the namespace that pulled it.
+
+Two faces, one set of rules: the SnapshotService calls (domain types) and the `SnapshotRelay`
+calls the demux's server makes, which pass each request's bytes on to the VM and its reply's
+bytes back, routed by the fields the server read from the request. Each rule below (namespace,
+claims, commit check, fan-out, discard on Unavailable, mount marking) serves both.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ from snapmux.domain.filters import parse_filters
 from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import current_namespace, namespace_of_key, validate_namespace
-from snapmux.domain.ports import RemoteSnapshotter
+from snapmux.domain.ports import RemoteSnapshotter, SnapshotForwarder
 
 from snapmux.application.remote_clients import CachedRemote, RemoteSnapshotterCache
 from snapmux.application.target_claims import TargetClaims
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+S = TypeVar("S")
 
 _UNREACHABLE = (UnavailableError, DeadlineExceededError)
 
@@ -91,6 +97,37 @@ class NamespaceRouter:
             return mounts
         return [Mount(self._prefix + m.type, m.source, "", m.options) for m in mounts]
 
+    def _check_commit(self, name: str, key: str) -> None:
+        """Without metadata the key names the namespace: a name in another one would land in the wrong VM."""
+        if current_namespace.get() is None:
+            into = namespace_of_key(name)
+            if into is not None and into != namespace_of_key(key):
+                raise InvalidArgumentError(f"cannot commit {key!r} as {name!r}: the name is in another namespace")
+
+    async def _walk(
+        self, filters: Sequence[str], stream: Callable[[RemoteSnapshotter], AsyncIterator[S]]
+    ) -> AsyncIterator[S]:
+        namespace = current_namespace.get() or self._claims.owner(filters)
+        if namespace is not None:
+            client = await self._remotes.get(validate_namespace(namespace))
+            try:
+                async for item in stream(client):
+                    yield item
+            except UnavailableError:
+                await self._remotes.discard(namespace, client)
+                raise
+            return
+        parse_filters(filters)  # malformed: the caller's InvalidArgument, even when no VM is connected to say so
+        for items in await self._fan_out(lambda c: _collect(stream(c)), "list"):
+            for item in items:
+                yield item
+
+    async def _cleanup(self, call: Callable[[RemoteSnapshotter], Awaitable[object]]) -> None:
+        if current_namespace.get() is not None:
+            await self._call("", call)
+            return
+        await self._fan_out(call, "cleanup")
+
     async def stat(self, key: str) -> Info:
         return await self._call(key, lambda c: c.stat(key))
 
@@ -110,36 +147,43 @@ class NamespaceRouter:
         return self._vm_local(await self._create(key, labels, lambda c: c.view(key, parent, labels)))
 
     async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
-        if current_namespace.get() is None:
-            into = namespace_of_key(name)
-            if into is not None and into != namespace_of_key(key):
-                raise InvalidArgumentError(f"cannot commit {key!r} as {name!r}: the name is in another namespace")
+        self._check_commit(name, key)
         return await self._call(key, lambda c: c.commit(name, key, labels))
 
     async def remove(self, key: str) -> None:
         return await self._call(key, lambda c: c.remove(key))
 
-    async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
-        namespace = current_namespace.get() or self._claims.owner(filters)
-        if namespace is not None:
-            client = await self._remotes.get(validate_namespace(namespace))
-            try:
-                async for info in client.walk(filters):
-                    yield info
-            except UnavailableError:
-                await self._remotes.discard(namespace, client)
-                raise
-            return
-        parse_filters(filters)  # malformed: the caller's InvalidArgument, even when no VM is connected to say so
-        for infos in await self._fan_out(lambda c: _collect(c.walk(filters)), "list"):
-            for info in infos:
-                yield info
+    def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
+        return self._walk(filters, lambda c: c.walk(filters))
 
     async def cleanup(self) -> None:
-        namespace = current_namespace.get()
-        if namespace is not None:
-            return await self._call("", lambda c: c.cleanup())
-        await self._fan_out(lambda c: c.cleanup(), "cleanup")
+        await self._cleanup(lambda c: c.cleanup())
+
+    # SnapshotRelay: the same rules over the wire's bytes (the demux's server)
+
+    async def forward(self, method: str, key: str, request: bytes) -> bytes:
+        return await self._call(key, lambda c: c.forward(method, request))
+
+    async def forward_mounts(self, key: str, request: bytes) -> bytes:
+        return await self._call(key, lambda c: self._forward_vm_local(c, "Mounts", request))
+
+    async def forward_create(self, method: str, key: str, labels: Mapping[str, str], request: bytes) -> bytes:
+        return await self._create(key, labels, lambda c: self._forward_vm_local(c, method, request))
+
+    async def forward_commit(self, name: str, key: str, request: bytes) -> bytes:
+        self._check_commit(name, key)
+        return await self._call(key, lambda c: c.forward("Commit", request))
+
+    def forward_list(self, filters: Sequence[str], request: bytes) -> AsyncIterator[bytes]:
+        return self._walk(filters, lambda c: c.forward_stream("List", request))
+
+    async def forward_cleanup(self, request: bytes) -> bytes:
+        await self._cleanup(lambda c: c.forward("Cleanup", request))
+        return b""  # google.protobuf.Empty, also when several VMs answered
+
+    def _forward_vm_local(self, client: SnapshotForwarder, method: str, request: bytes) -> Awaitable[bytes]:
+        """The wire's twin of `_vm_local`: the same prefix, applied by the forwarder to the reply's bytes."""
+        return client.forward_mounts(method, request, self._prefix)
 
     async def _fan_out(self, call: Callable[[RemoteSnapshotter], Awaitable[T]], what: str) -> list[T]:
         """Every connected VM at once (one per address); unreachable ones are skipped, other errors raised."""
@@ -165,8 +209,8 @@ class NamespaceRouter:
             raise DeadlineExceededError(f"no answer within {self._fan_out_timeout:g}s") from None
 
 
-async def _collect(infos: AsyncIterator[Info]) -> list[Info]:
-    return [info async for info in infos]
+async def _collect(items: AsyncIterator[S]) -> list[S]:
+    return [item async for item in items]
 
 
 def _address_key(remote: CachedRemote) -> tuple[str, str, int | None]:

@@ -79,10 +79,65 @@ class AddressResolver(Protocol):
 
 
 @runtime_checkable
-class RemoteSnapshotter(SnapshotService, Protocol):
+class SnapshotForwarder(Protocol):
+    """containerd's snapshots calls passed on as they came, serialized: what the demux does with
+    most of them, at the cost of a relay rather than of decoding and encoding each message twice.
+
+    `method` is the API's method name ("Stat", "List", ...); request and replies are the wire's
+    bytes, untouched. The far side's status comes back as the domain error of its code, with its
+    message, as the SnapshotService calls report it."""
+
+    async def forward(self, method: str, request: bytes) -> bytes:
+        """One unary call's reply."""
+        ...
+
+    async def forward_mounts(self, method: str, request: bytes, type_prefix: str) -> bytes:
+        """Prepare, View or Mounts, the reply's mounts marked as the router's `vm_local` marks them:
+        `type_prefix` before each type and no target; with "" the reply passes unchanged."""
+        ...
+
+    def forward_stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
+        """A server-streaming call (List): each message as the far side sent it."""
+        ...
+
+
+@runtime_checkable
+class SnapshotRelay(Protocol):
+    """The demux's side of `SnapshotForwarder`: each call's request bytes with what routing reads
+    from them (key, labels, commit name, filters), answered with the reply bytes of the VM the
+    call belongs to. Implemented by the namespace router and its measuring decorator."""
+
+    async def forward(self, method: str, key: str, request: bytes) -> bytes:
+        """Stat, Update (the key is the info's name), Usage and Remove."""
+        ...
+
+    async def forward_mounts(self, key: str, request: bytes) -> bytes:
+        """Mounts."""
+        ...
+
+    async def forward_create(self, method: str, key: str, labels: Mapping[str, str], request: bytes) -> bytes:
+        """Prepare and View."""
+        ...
+
+    async def forward_commit(self, name: str, key: str, request: bytes) -> bytes:
+        """Commit."""
+        ...
+
+    def forward_list(self, filters: Sequence[str], request: bytes) -> AsyncIterator[bytes]:
+        """List: the messages of one VM, or of every connected one."""
+        ...
+
+    async def forward_cleanup(self, request: bytes) -> bytes:
+        """Cleanup: one VM, or every connected one."""
+        ...
+
+
+@runtime_checkable
+class RemoteSnapshotter(SnapshotService, SnapshotForwarder, Protocol):
     """A SnapshotService living elsewhere (a microVM), whose connection we own and must close.
     Its snapshot calls keep the SnapshotService contract (`tests/unit/test_vsock_connector.py`
-    runs it over vsock); a lost connection is UnavailableError naming the VM's socket and port."""
+    runs it over vsock); a lost connection is UnavailableError naming the VM's socket and port.
+    The demux's server uses its `SnapshotForwarder` calls; the SnapshotService ones serve its probes."""
 
     async def healthy(self) -> bool:
         """Cheap liveness probe, never raising; False means the connection should be dropped."""

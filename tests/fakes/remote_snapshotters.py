@@ -1,4 +1,7 @@
-"""In-memory SnapshotterConnector: one InMemorySnapshotService per address (a "VM"), with faults."""
+"""In-memory SnapshotterConnector: one InMemorySnapshotService per address (a "VM"), with faults.
+
+Its forwarding calls (`SnapshotForwarder`) record what they were sent and answer from the VM's
+`answers` (bytes, or a domain error to raise), by default bytes naming the method and the VM."""
 
 from __future__ import annotations
 
@@ -18,6 +21,14 @@ class FakeVm:
         self.service = InMemorySnapshotService(root=f"/vm/{address.address}")
         self.down = False
         self.stalled = False  # walk and cleanup never answer (a paused VM)
+        self.forwarded: list[tuple[str, bytes]] = []
+        self.answers: dict[str, bytes | list[bytes] | DomainError] = {}
+
+    def answer(self, method: str) -> bytes | list[bytes]:
+        answer = self.answers.get(method, f"{method}@{self.address.address}".encode())
+        if isinstance(answer, DomainError):
+            raise answer
+        return answer
 
 
 class FakeRemoteSnapshotter:
@@ -66,6 +77,27 @@ class FakeRemoteSnapshotter:
         if self.vm.stalled:
             await asyncio.Event().wait()
         await self._service().cleanup()
+
+    async def forward(self, method: str, request: bytes) -> bytes:
+        self._service()
+        if self.vm.stalled and method == "Cleanup":
+            await asyncio.Event().wait()
+        self.vm.forwarded.append((method, request))
+        answer = self.vm.answer(method)
+        assert isinstance(answer, bytes)
+        return answer
+
+    async def forward_mounts(self, method: str, request: bytes, type_prefix: str) -> bytes:
+        return type_prefix.encode() + b"|" + await self.forward(method, request)
+
+    async def forward_stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
+        self._service()
+        if self.vm.stalled:
+            await asyncio.Event().wait()
+        self.vm.forwarded.append((method, request))
+        answer = self.vm.answer(method)
+        for reply in [answer] if isinstance(answer, bytes) else answer:
+            yield reply
 
     async def healthy(self) -> bool:
         return not self.vm.down and not self.closed

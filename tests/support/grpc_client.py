@@ -1,4 +1,4 @@
-"""A SnapshotService served on a unix socket and a gRPC client of it: the wire in a test's hands."""
+"""A SnapshotService (or the demux's relay) served on a unix socket and a gRPC client of it: the wire in a test's hands."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from snapmux.adapters.grpc.client import GrpcSnapshotService
-from snapmux.adapters.grpc.server import start_unix_snapshots_server
-from snapmux.domain.ports import SnapshotService
+from snapmux.adapters.grpc.server import Served, start_unix_snapshots_server
 
 
 @contextlib.asynccontextmanager
-async def served_over_grpc(service: SnapshotService, path: str, name: str = "test") -> AsyncIterator[GrpcSnapshotService]:
+async def served_over_grpc(service: Served, path: str, name: str = "test") -> AsyncIterator[GrpcSnapshotService]:
     """Client -> real grpc.aio server (with the error interceptor) -> `service`; both closed after."""
     server = await start_unix_snapshots_server(service, path)
     channel = grpc.aio.insecure_channel(f"unix://{path}")

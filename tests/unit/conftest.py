@@ -14,6 +14,7 @@ import asyncio
 
 import pytest
 
+from snapmux.adapters.grpc.relay_servicer import SnapshotsRelayServicer
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
 from snapmux.application.remote_clients import RemoteSnapshotterCache
@@ -68,7 +69,8 @@ class DemuxStack:
 
 @pytest.fixture
 async def demux(tmp_path):
-    """The demux end to end in one process: client -> demux server -> vsock stand-in -> in-VM gRPC."""
+    """The demux end to end in one process: client -> demux server (the relay servicer, as the daemon
+    serves it) -> vsock stand-in -> in-VM gRPC."""
     stack = DemuxStack()
     resolver = InMemoryAddressResolver({
         "vm-a": await stack.add_vm(tmp_path / "a", "vm-a"),
@@ -76,7 +78,7 @@ async def demux(tmp_path):
     })
     connector = VsockSnapshotterConnector(timeout=2.0, retry_interval=0.02)
     cache = RemoteSnapshotterCache(resolver, connector)
-    async with served_over_grpc(NamespaceRouter(cache, "vm:"), str(tmp_path / "demux.sock"), "demux") as client:
+    async with served_over_grpc(SnapshotsRelayServicer(NamespaceRouter(cache, "vm:")), str(tmp_path / "demux.sock"), "demux") as client:
         stack.client = client
         yield stack
     await cache.close()

@@ -11,6 +11,7 @@ import grpc
 from snapmux.adapters.grpc.call_log import CallLogInterceptor
 from snapmux.adapters.grpc.errors import DomainErrorInterceptor
 from snapmux.adapters.grpc.health import SnapshotsHealth
+from snapmux.adapters.grpc.relay_servicer import SnapshotsRelayServicer
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer
 from snapmux.adapters.unix_sockets import OWNER_ONLY, SocketAccess, bind_unix
 from snapmux.domain.ports import SnapshotService
@@ -29,8 +30,12 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 """In-flight calls get this long to finish on SIGTERM before they are cancelled."""
 
 
+Served = SnapshotService | SnapshotsRelayServicer
+"""What answers the snapshots API: a port behind the domain servicer, or the demux's relay."""
+
+
 def new_snapshots_server(
-    service: SnapshotService,
+    service: Served,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     health: SnapshotsHealth | None = None,
 ) -> grpc.aio.Server:
@@ -45,14 +50,17 @@ def new_snapshots_server(
             ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ],
     )
-    add_snapshots_servicer(server, service)
+    if isinstance(service, SnapshotsRelayServicer):
+        service.add_to(server)
+    else:
+        add_snapshots_servicer(server, service)
     if health is not None:
         health.add_to(server)
     return server
 
 
 async def start_unix_snapshots_server(
-    service: SnapshotService,
+    service: Served,
     path: str,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     access: SocketAccess = OWNER_ONLY,
@@ -75,7 +83,7 @@ async def start_unix_snapshots_server(
 
 
 async def unix_snapshots_server(
-    service: SnapshotService,
+    service: Served,
     path: str,
     access: SocketAccess = OWNER_ONLY,
     health: SnapshotsHealth | None = None,

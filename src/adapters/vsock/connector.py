@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import grpc
 
 from snapmux.adapters.grpc.client import GrpcSnapshotService
+from snapmux.adapters.grpc.errors import domain_error_from
+from snapmux.adapters.grpc.forwarding import RawSnapshotCalls, vm_local_mounts
 from snapmux.adapters.grpc.health import GrpcHealthProbe, HealthUnimplemented
 from snapmux.adapters.grpc.server import MAX_MESSAGE_BYTES
 from snapmux.adapters.vsock.dialer import VsockDialer
@@ -43,6 +45,7 @@ class GrpcRemoteSnapshotter(GrpcSnapshotService):
     def __init__(self, channel: grpc.aio.Channel, where: str, forwarder: VsockForwarder | None, probe_timeout: float):
         super().__init__(channel)
         self._channel = channel
+        self._raw = RawSnapshotCalls(channel)
         self._where = where
         self._forwarder = forwarder
         self._probe_timeout = probe_timeout
@@ -102,6 +105,29 @@ class GrpcRemoteSnapshotter(GrpcSnapshotService):
             async for info in super().walk(filters):
                 yield info
         except (UnavailableError, CancelledError, asyncio.CancelledError) as error:
+            raise self.named(error) from None
+
+    async def forward(self, method: str, request: bytes) -> bytes:
+        """The demux's hot path: the caller's bytes to the VM, with its namespace and deadline."""
+        call = self._raw.unary(method)
+        try:
+            return await call(request, **self._options())
+        except grpc.RpcError as error:
+            raise self.named(domain_error_from(error)) from None
+        except asyncio.CancelledError as error:
+            raise self.named(error) from None
+
+    async def forward_mounts(self, method: str, request: bytes, type_prefix: str) -> bytes:
+        return vm_local_mounts(method, await self.forward(method, request), type_prefix)
+
+    async def forward_stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
+        call = self._raw.stream(method)
+        try:
+            async for reply in call(request, **self._options()):
+                yield reply
+        except grpc.RpcError as error:
+            raise self.named(domain_error_from(error)) from None
+        except asyncio.CancelledError as error:
             raise self.named(error) from None
 
     async def healthy(self) -> bool:

@@ -1,7 +1,7 @@
 """The composition root of demux-snapshotter.
 
     resolver (HTTP) ─┐
-    connector (vsock)┴─> remotes (per-namespace client cache, listeners) ─> router ─> server
+    connector (vsock)┴─> remotes (per-namespace client cache, listeners) ─> router ─> relay servicer
     known namespaces (JSON file) ─┘  dialled again at startup, so GC reaches them after a restart
 
 Lifecycles are async Resources; `service.run` starts them in that order and stops
@@ -24,17 +24,18 @@ from dependency_injector import containers, providers
 from prometheus_client import CollectorRegistry
 
 from snapmux.adapters.grpc.health import SnapshotsHealth
+from snapmux.adapters.grpc.relay_servicer import SnapshotsRelayServicer
 from snapmux.adapters.grpc.server import unix_snapshots_server
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
 from snapmux.adapters.resolver.http_client import http_address_resolver
 from snapmux.adapters.state.namespace_file import JsonFileNamespaceMemory
 from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
-from snapmux.application.metrics import MeasuredSnapshotService
+from snapmux.application.metrics import MeasuredSnapshotRelay
 from snapmux.application.known_namespaces import KnownNamespaces, reconnect_known
 from snapmux.application.metrics_demux import MeasuredAddressResolver, MeasuredSnapshotterConnector
 from snapmux.application.remote_clients import RemoteSnapshotterCache, RemoteSnapshotterListener
 from snapmux.application.routing import NamespaceRouter
-from snapmux.domain.ports import AddressResolver, SnapshotService, SnapshotterConnector
+from snapmux.domain.ports import AddressResolver, SnapshotterConnector
 from snapmux.entrypoints.demux_snapshotter.metrics import demux_metrics
 from snapmux.entrypoints.lifecycle import listened
 from snapmux.entrypoints.demux_snapshotter.settings import (
@@ -84,7 +85,7 @@ def namespace_memory(path: str | None) -> JsonFileNamespaceMemory | None:
 
 
 async def snapshots_server(
-    snapshots: SnapshotService, listener: ListenerSettings, health: SnapshotsHealth
+    snapshots: SnapshotsRelayServicer, listener: ListenerSettings, health: SnapshotsHealth
 ) -> AsyncIterator[grpc.aio.Server]:
     """Creates the listener's folder, replaces a stale socket, sets the socket's mode and group
     before anyone can connect; on shutdown drains, then unlinks. Health (gRPC and the SD port's
@@ -145,6 +146,7 @@ class Container(containers.DeclarativeContainer):
         fan_out_timeout=settings.provided.snapshotter.dialer.timeout,
     )
 
-    snapshots = providers.Singleton(MeasuredSnapshotService, router, metrics)
+    # the server passes each call's bytes on (SnapshotRelay), routed and measured; no domain types
+    snapshots = providers.Singleton(SnapshotsRelayServicer, providers.Singleton(MeasuredSnapshotRelay, router, metrics))
 
     server = providers.Resource(snapshots_server, snapshots, settings.provided.snapshotter.listener, health)
