@@ -15,10 +15,10 @@ Remote snapshots: the namespace-less List containerd makes right after a Prepare
 AlreadyExists goes to that Prepare's VM only (`TargetClaims`), not fanned out, so a layer
 several VMs hold is always recorded in the VM of the namespace that pulled it.
 
-Two faces, one set of rules: the SnapshotService calls (domain types) and the `SnapshotRelay`
-calls the demux's server makes, which pass each request's bytes on to the VM and its reply's
-bytes back, routed by the fields the server read from the request. Each rule below (namespace,
-claims, commit check, fan-out, discard on Unavailable, mount marking) serves both.
+The router is the `SnapshotRelay` the demux's server calls: each request's bytes go on to the
+VM and its reply's bytes come back, routed by the fields the server read from the request.
+Nothing here becomes a domain type; the one reply changed, the mounts of Prepare/View/Mounts,
+the forwarder marks with the router's prefix (`vm_local_mounts`, the rule's one home).
 """
 
 from __future__ import annotations
@@ -36,22 +36,21 @@ from snapmux.domain.errors import (
 )
 from snapmux.domain.filters import parse_filters
 from snapmux.domain.labels import REF_LABEL
-from snapmux.domain.model import Info, Mount, Usage
 from snapmux.domain.namespaces import current_namespace, namespace_of_key, validate_namespace
-from snapmux.domain.ports import RemoteSnapshotter, SnapshotForwarder
+from snapmux.domain.ports import SnapshotForwarder
 
 from snapmux.application.remote_clients import CachedRemote, RemoteSnapshotterCache
 from snapmux.application.target_claims import TargetClaims
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-S = TypeVar("S")
 
 _UNREACHABLE = (UnavailableError, DeadlineExceededError)
 
 
 class NamespaceRouter:
-    """A SnapshotService whose every call lands on one namespace's remote snapshotter."""
+    """A SnapshotRelay whose every call lands on one namespace's remote snapshotter (or, namespace-less
+    List and Cleanup, on every connected one)."""
 
     def __init__(
         self,
@@ -61,7 +60,7 @@ class NamespaceRouter:
         claims: TargetClaims | None = None,
     ) -> None:
         self._remotes = remotes
-        self._prefix = mount_type_prefix
+        self._prefix = mount_type_prefix  # firecracker-containerd's runtime mounts `vm:` types inside the VM
         self._fan_out_timeout = fan_out_timeout
         self._claims = claims or TargetClaims(hold=fan_out_timeout)
 
@@ -73,7 +72,7 @@ class NamespaceRouter:
             )
         return validate_namespace(namespace)
 
-    async def _call(self, key: str, call: Callable[[RemoteSnapshotter], Awaitable[T]]) -> T:
+    async def _call(self, key: str, call: Callable[[SnapshotForwarder], Awaitable[T]]) -> T:
         namespace = self._namespace(key)
         client = await self._remotes.get(namespace)
         try:
@@ -82,110 +81,55 @@ class NamespaceRouter:
             await self._remotes.discard(namespace, client)  # the next call dials afresh
             raise
 
-    async def _create(
-        self, key: str, labels: Mapping[str, str] | None, call: Callable[[RemoteSnapshotter], Awaitable[T]]
-    ) -> T:
+    async def forward(self, method: str, key: str, request: bytes) -> bytes:
+        return await self._call(key, lambda c: c.forward(method, request))
+
+    async def forward_mounts(self, key: str, request: bytes) -> bytes:
+        return await self._call(key, lambda c: c.forward_mounts("Mounts", request, self._prefix))
+
+    async def forward_create(self, method: str, key: str, labels: Mapping[str, str], request: bytes) -> bytes:
         """A namespace-less layer Prepare/View claims its target for the List containerd makes after AlreadyExists."""
-        target = (labels or {}).get(REF_LABEL)
+        target = labels.get(REF_LABEL)
+
+        def create() -> Awaitable[bytes]:
+            return self._call(key, lambda c: c.forward_mounts(method, request, self._prefix))
+
         if not target or current_namespace.get() is not None:  # with metadata, that List carries it too
-            return await self._call(key, call)
-        return await self._claims.prepare(self._namespace(key), target, lambda: self._call(key, call))
+            return await create()
+        return await self._claims.prepare(self._namespace(key), target, create)
 
-    def _vm_local(self, mounts: list[Mount]) -> list[Mount]:
-        """firecracker-containerd's runtime mounts `vm:`-typed mounts inside the VM, not on the host."""
-        if not self._prefix:
-            return mounts
-        return [Mount(self._prefix + m.type, m.source, "", m.options) for m in mounts]
-
-    def _check_commit(self, name: str, key: str) -> None:
+    async def forward_commit(self, name: str, key: str, request: bytes) -> bytes:
         """Without metadata the key names the namespace: a name in another one would land in the wrong VM."""
         if current_namespace.get() is None:
             into = namespace_of_key(name)
             if into is not None and into != namespace_of_key(key):
                 raise InvalidArgumentError(f"cannot commit {key!r} as {name!r}: the name is in another namespace")
+        return await self._call(key, lambda c: c.forward("Commit", request))
 
-    async def _walk(
-        self, filters: Sequence[str], stream: Callable[[RemoteSnapshotter], AsyncIterator[S]]
-    ) -> AsyncIterator[S]:
+    async def forward_list(self, filters: Sequence[str], request: bytes) -> AsyncIterator[bytes]:
         namespace = current_namespace.get() or self._claims.owner(filters)
         if namespace is not None:
             client = await self._remotes.get(validate_namespace(namespace))
             try:
-                async for item in stream(client):
-                    yield item
+                async for reply in client.forward_stream("List", request):
+                    yield reply
             except UnavailableError:
                 await self._remotes.discard(namespace, client)
                 raise
             return
         parse_filters(filters)  # malformed: the caller's InvalidArgument, even when no VM is connected to say so
-        for items in await self._fan_out(lambda c: _collect(stream(c)), "list"):
-            for item in items:
-                yield item
-
-    async def _cleanup(self, call: Callable[[RemoteSnapshotter], Awaitable[object]]) -> None:
-        if current_namespace.get() is not None:
-            await self._call("", call)
-            return
-        await self._fan_out(call, "cleanup")
-
-    async def stat(self, key: str) -> Info:
-        return await self._call(key, lambda c: c.stat(key))
-
-    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
-        return await self._call(info.name, lambda c: c.update(info, fieldpaths))
-
-    async def usage(self, key: str) -> Usage:
-        return await self._call(key, lambda c: c.usage(key))
-
-    async def mounts(self, key: str) -> list[Mount]:
-        return self._vm_local(await self._call(key, lambda c: c.mounts(key)))
-
-    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        return self._vm_local(await self._create(key, labels, lambda c: c.prepare(key, parent, labels)))
-
-    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        return self._vm_local(await self._create(key, labels, lambda c: c.view(key, parent, labels)))
-
-    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
-        self._check_commit(name, key)
-        return await self._call(key, lambda c: c.commit(name, key, labels))
-
-    async def remove(self, key: str) -> None:
-        return await self._call(key, lambda c: c.remove(key))
-
-    def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
-        return self._walk(filters, lambda c: c.walk(filters))
-
-    async def cleanup(self) -> None:
-        await self._cleanup(lambda c: c.cleanup())
-
-    # SnapshotRelay: the same rules over the wire's bytes (the demux's server)
-
-    async def forward(self, method: str, key: str, request: bytes) -> bytes:
-        return await self._call(key, lambda c: c.forward(method, request))
-
-    async def forward_mounts(self, key: str, request: bytes) -> bytes:
-        return await self._call(key, lambda c: self._forward_vm_local(c, "Mounts", request))
-
-    async def forward_create(self, method: str, key: str, labels: Mapping[str, str], request: bytes) -> bytes:
-        return await self._create(key, labels, lambda c: self._forward_vm_local(c, method, request))
-
-    async def forward_commit(self, name: str, key: str, request: bytes) -> bytes:
-        self._check_commit(name, key)
-        return await self._call(key, lambda c: c.forward("Commit", request))
-
-    def forward_list(self, filters: Sequence[str], request: bytes) -> AsyncIterator[bytes]:
-        return self._walk(filters, lambda c: c.forward_stream("List", request))
+        for replies in await self._fan_out(lambda c: _collect(c.forward_stream("List", request)), "list"):
+            for reply in replies:
+                yield reply
 
     async def forward_cleanup(self, request: bytes) -> bytes:
-        await self._cleanup(lambda c: c.forward("Cleanup", request))
+        if current_namespace.get() is not None:
+            await self._call("", lambda c: c.forward("Cleanup", request))
+        else:
+            await self._fan_out(lambda c: c.forward("Cleanup", request), "cleanup")
         return b""  # google.protobuf.Empty, also when several VMs answered
 
-    def _forward_vm_local(self, client: SnapshotForwarder, method: str, request: bytes) -> Awaitable[bytes]:
-        """The wire's twin of `_vm_local`: the same prefix, applied by the forwarder to the reply's bytes."""
-        return client.forward_mounts(method, request, self._prefix)
-
-    async def _fan_out(self, call: Callable[[RemoteSnapshotter], Awaitable[T]], what: str) -> list[T]:
+    async def _fan_out(self, call: Callable[[SnapshotForwarder], Awaitable[T]], what: str) -> list[T]:
         """Every connected VM at once (one per address); unreachable ones are skipped, other errors raised."""
         remotes = list({_address_key(r): r for r in self._remotes.cached()}.values())
         results = await asyncio.gather(*(self._bounded(call(r.client)) for r in remotes), return_exceptions=True)
@@ -209,7 +153,7 @@ class NamespaceRouter:
             raise DeadlineExceededError(f"no answer within {self._fan_out_timeout:g}s") from None
 
 
-async def _collect(items: AsyncIterator[S]) -> list[S]:
+async def _collect(items: AsyncIterator[bytes]) -> list[bytes]:
     return [item async for item in items]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from snapmux.adapters.grpc.relay_servicer import SnapshotsRelayServicer
 from snapmux.adapters.grpc.server import start_unix_snapshots_server
 from snapmux.adapters.metrics_proxy.discovery import ServiceDiscoveryServer
 from snapmux.adapters.metrics_proxy.port_range import PortAllocator
@@ -28,7 +29,7 @@ from snapmux.adapters.metrics_proxy.proxy import MetricsProxies, VsockMetricsDia
 from snapmux.adapters.prometheus.http import MetricsEndpoint
 from snapmux.adapters.prometheus.registry import PrometheusMetricsRegistry
 from snapmux.adapters.vsock.connector import VsockSnapshotterConnector
-from snapmux.application.metrics import MeasuredSnapshotService
+from snapmux.application.metrics import MeasuredSnapshotRelay
 from snapmux.application.metrics_demux import MeasuredAddressResolver, MeasuredSnapshotterConnector, RemoteClientsGauge
 from snapmux.application.remote_clients import RemoteSnapshotterCache
 from snapmux.application.routing import NamespaceRouter
@@ -78,7 +79,8 @@ async def running_demux(folder: Path, vms: dict[str, Vm]):
         poll_interval=0,  # the test evicts by polling explicitly
     )
     path = str(folder / "demux.sock")
-    server = await start_unix_snapshots_server(MeasuredSnapshotService(NamespaceRouter(cache), metrics), path)
+    relay = MeasuredSnapshotRelay(NamespaceRouter(cache), metrics)  # as the daemon composes it
+    server = await start_unix_snapshots_server(SnapshotsRelayServicer(relay), path)
     sd = ServiceDiscoveryServer(proxies.targets, MetricsEndpoint(registry), port=0)
     sd_port = await sd.start()
     try:

@@ -1,6 +1,7 @@
 """The router's use of TargetClaims: the Walk containerd makes after a remote snapshot
 (AlreadyExists on Prepare) goes to the VM of the namespace that prepared, never fanned out.
-TargetClaims alone: test_demux_claims.py."""
+On the router's real path (tests/support/relay_stack.py): a gRPC client -> the relay servicer ->
+the router -> gRPC clients of "VMs" that adopt layers. TargetClaims alone: test_demux_claims.py."""
 
 from __future__ import annotations
 
@@ -8,21 +9,16 @@ import asyncio
 
 import pytest
 
-from snapmux.application.remote_clients import RemoteSnapshotterCache
 from snapmux.application.routing import NamespaceRouter
 from snapmux.application.target_claims import TargetClaims
-from snapmux.domain.errors import AlreadyExistsError, NotFoundError
+from snapmux.domain.errors import AlreadyExistsError, DomainError, NotFoundError
 from snapmux.domain.labels import REF_LABEL
-from snapmux.domain.model import Info, Kind, SnapshotterAddress
+from snapmux.domain.model import Info, Kind
 from snapmux.domain.namespaces import current_namespace
-from tests.fakes.remote_snapshotters import FakeConnector
-from tests.fakes.resolver import InMemoryAddressResolver
 from tests.fakes.snapshots import InMemorySnapshotService, _Snapshot
 from tests.fakes.timers import FakeTimers
-from tests.support.claims import claimed, settle, walk_filter
-
-A = SnapshotterAddress("unix", "/run/vm-a.vsock", 10000)
-B = SnapshotterAddress("unix", "/run/vm-b.vsock", 10000)
+from tests.support.claims import claimed, until, users, walk_filter
+from tests.support.relay_stack import relayed_router
 
 
 @pytest.fixture(autouse=True)
@@ -32,19 +28,20 @@ def no_metadata():
     current_namespace.reset(token)
 
 
-# -- through the router, over fake VMs that adopt layers like cvmfs-snapshotter ---------------------
-
-
 class AdoptingVm(InMemorySnapshotService):
-    """A Prepare with the ref label adopts `<ns>/<id>/<target>` and answers AlreadyExists;
-    `gate`, when set, holds such Prepares until the test opens it."""
+    """A Prepare with the ref label adopts `<ns>/<id>/<target>` and answers AlreadyExists, like
+    cvmfs-snapshotter; `gate`, when set, holds such Prepares until the test opens it; `failure`,
+    when set, is every Prepare's answer."""
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
         self.remote_prepares: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.failure: DomainError | None = None
 
     async def prepare(self, key, parent="", labels=None):
+        if self.failure is not None:
+            raise self.failure
         target = (labels or {}).get(REF_LABEL)
         if not target:
             return await super().prepare(key, parent, labels)
@@ -59,21 +56,6 @@ class AdoptingVm(InMemorySnapshotService):
 
 
 @pytest.fixture
-def connector():
-    connector = FakeConnector()
-    for address in (A, B):
-        connector.vm(address).service = AdoptingVm(f"/vm/{address.address}")
-    return connector
-
-
-@pytest.fixture
-async def cache(connector):
-    cache = RemoteSnapshotterCache(InMemoryAddressResolver({"vm-a": A, "vm-b": B}), connector)
-    yield cache
-    await cache.close()
-
-
-@pytest.fixture
 def timers():
     return FakeTimers()
 
@@ -84,8 +66,15 @@ def claims(timers):
 
 
 @pytest.fixture
-def router(cache, claims):
-    return NamespaceRouter(cache, "", claims=claims)
+def vms():
+    return {namespace: AdoptingVm(f"/vm/{namespace}") for namespace in ("vm-a", "vm-b")}
+
+
+@pytest.fixture
+async def router(tmp_path, vms, claims):
+    """The demux's client: every call crosses the relay servicer and the router, then the VM's gRPC."""
+    async with relayed_router(tmp_path, vms, lambda cache: NamespaceRouter(cache, "", claims=claims)) as stack:
+        yield stack.client
 
 
 async def names(router, *filters: str) -> list[str]:
@@ -107,25 +96,23 @@ async def test_each_namespace_records_its_own_vms_layer(router, claims):
     assert claimed(claims) == {}
 
 
-async def test_concurrent_pulls_of_one_layer_are_serialised_on_that_layer(router, connector):
-    vm_a, vm_b = connector.vm(A).service, connector.vm(B).service
+async def test_concurrent_pulls_of_one_layer_are_serialised_on_that_layer(router, vms, claims):
+    vm_a, vm_b = vms["vm-a"], vms["vm-b"]
     vm_a.gate = asyncio.Event()
-    pull_a = asyncio.create_task(containerd_pulls_layer(router, "vm-a", 1, "chain"))
-    await settle()
-    pull_b = asyncio.create_task(containerd_pulls_layer(router, "vm-b", 1, "chain"))
-    await settle()
-    assert vm_a.remote_prepares == ["vm-a/1/extract-1 chain"] and vm_b.remote_prepares == []
-    assert await containerd_pulls_layer(router, "vm-b", 2, "other") == "vm-b/2/other"  # not held up
-    vm_a.gate.set()
+    try:
+        pull_a = asyncio.create_task(containerd_pulls_layer(router, "vm-a", 1, "chain"))
+        await until(lambda: vm_a.remote_prepares == ["vm-a/1/extract-1 chain"], "vm-a's Prepare reaches its VM")
+        pull_b = asyncio.create_task(containerd_pulls_layer(router, "vm-b", 1, "chain"))
+        await until(lambda: users(claims, "chain") == 2, "vm-b's Prepare waits for the layer's claim")
+        assert vm_b.remote_prepares == []
+        assert await containerd_pulls_layer(router, "vm-b", 2, "other") == "vm-b/2/other"  # not held up
+    finally:
+        vm_a.gate.set()
     assert (await pull_a, await pull_b) == ("vm-a/1/chain", "vm-b/1/chain")
 
 
-async def test_a_failed_prepare_releases_the_layer_at_once(router, claims, connector):
-    class FailingVm(AdoptingVm):
-        async def prepare(self, key, parent="", labels=None):
-            raise NotFoundError(f"parent snapshot {parent}: not found")
-
-    connector.vm(A).service = FailingVm("/vm/a")
+async def test_a_failed_prepare_releases_the_layer_at_once(router, claims, vms):
+    vms["vm-a"].failure = NotFoundError("parent snapshot vm-a/0/missing: not found")
     with pytest.raises(NotFoundError):
         await router.prepare("vm-a/1/extract", "vm-a/0/missing", {REF_LABEL: "chain"})
     assert claimed(claims) == {}
@@ -136,7 +123,7 @@ async def test_a_list_that_never_came_releases_the_layer_after_the_hold(router, 
     with pytest.raises(AlreadyExistsError):
         await router.prepare("vm-a/1/extract", "", {REF_LABEL: "chain"})  # containerd gave up: no List
     pull_b = asyncio.create_task(containerd_pulls_layer(router, "vm-b", 1, "chain"))
-    await settle()
+    await until(lambda: users(claims, "chain") == 2, "vm-b's Prepare waits for the layer's claim")
     assert not pull_b.done()
     assert timers.fire_all() == 1
     assert await pull_b == "vm-b/1/chain"

@@ -1,5 +1,6 @@
-"""NamespaceRouter's forwarding face (SnapshotRelay) over fakes: the request's bytes reach the VM
-the routing rules pick, the VM's reply bytes come back; the rules are those of the domain face."""
+"""NamespaceRouter (the demux's SnapshotRelay) over fakes: the request's bytes reach the VM the
+routing rules pick, the VM's reply bytes come back. The same router on its real path, over gRPC:
+test_demux_routing.py, test_demux_claims_routing.py, test_demux_relay_wire.py."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ async def test_an_unavailable_vm_is_discarded_and_dialled_afresh(router, connect
     assert connector.connects == ["vm-a", "vm-a"]
 
 
-async def test_a_namespace_less_list_fans_out_skipping_dead_and_stalled_vms(router, connector, cache):
+async def test_a_namespace_less_list_and_cleanup_fan_out_skipping_dead_and_stalled_vms(router, connector, cache):
     for namespace in ("vm-a", "vm-b", "vm-c"):
         await router.forward("Stat", f"{namespace}/1/x", b"")
     connector.vm(A).answers["List"] = [b"a1", b"a2"]
@@ -103,6 +104,8 @@ async def test_a_namespace_less_list_fans_out_skipping_dead_and_stalled_vms(rout
     assert await listed(router) == [b"a1", b"a2"]
     assert ("List", b"list-request") in connector.vm(A).forwarded
     assert sorted(r.namespace for r in cache.cached()) == ["vm-a", "vm-c"]  # dead dropped, slow kept
+    assert await router.forward_cleanup(b"") == b""  # the stalled VM's Cleanup never answers: skipped
+    assert sorted(r.namespace for r in cache.cached()) == ["vm-a", "vm-c"]
 
 
 async def test_a_list_with_a_namespace_reaches_that_vm_only(router, connector):

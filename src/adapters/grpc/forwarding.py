@@ -45,7 +45,7 @@ class RawSnapshotCalls:
 
 def vm_local_mounts(method: str, reply: bytes, type_prefix: str) -> bytes:
     """`reply` of `method` (Prepare, View or Mounts) with `type_prefix` before each mount's type
-    and no target, as the router's `_vm_local` marks domain mounts; unchanged for ""."""
+    and no target (the demux's one home of that rule: the target is the VM's); unchanged for ""."""
     if not type_prefix:
         return reply
     message = _MOUNT_REPLIES[method].FromString(reply)
