@@ -207,3 +207,15 @@ def test_a_root_from_before_shadows_gains_the_column(tmp_path):
         assert (row.info.name, row.source, row.shadows) == ("layer1", "/cvmfs/x", "")
     finally:
         store.close()
+
+
+async def test_a_source_that_vanishes_after_mounts_answered_is_still_noticed(snapshotter, source, tmp_path):
+    """Mounts are planned once per snapshot, but adopted sources are looked at on every call."""
+    await snapshotter.adopt("layer1", "", {}, str(source))
+    await snapshotter.prepare("above", "layer1")
+    assert await snapshotter.mounts("above")
+    os.rename(source, tmp_path / "moved")
+    with pytest.raises(UnavailableError, match="layer1"):
+        await snapshotter.mounts("above")
+    os.rename(tmp_path / "moved", source)
+    assert await snapshotter.mounts("above")
