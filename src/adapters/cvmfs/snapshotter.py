@@ -165,8 +165,15 @@ class CvmfsSnapshotter:
         which overlayfs refuses (ELOOP). Keeping only its topmost occurrence shows the same tree:
         the upper copy already covers every file and whiteout of the lower one. Only two or more
         lowers can repeat one, and resolving them blocks (realpath), so only they leave the loop:
-        a chain of one layer costs no thread hop."""
-        return [await asyncio.to_thread(_dedupe_overlay, m) if _several_lowers(m) else _dedupe_overlay(m) for m in mounts]
+        a chain of one layer costs no thread hop, and a mount with one lower and an upper comes
+        back as it is."""
+        deduped = []
+        for mount in mounts:
+            lowerdir = _lowerdir(mount)
+            if lowerdir is not None:
+                mount = await asyncio.to_thread(_dedupe_overlay, mount) if ":" in lowerdir else _dedupe_overlay(mount)
+            deduped.append(mount)
+        return deduped
 
     async def restore(self) -> RestoreReport:
         """At startup: look at every remote snapshot, one by one. A vanished layer only makes its
@@ -241,15 +248,19 @@ def adopted_name(key: str, target: str) -> str:
     return f"{namespace}/{sid}/{target}"
 
 
-def _several_lowers(mount: Mount) -> bool:
-    return mount.type == "overlay" and any(o.startswith("lowerdir=") and ":" in o for o in mount.options)
+def _lowerdir(mount: Mount) -> str | None:
+    """An overlay mount's lowerdir option (the overlay snapshotter puts it last); None for any other."""
+    if mount.type != "overlay":
+        return None
+    for option in reversed(mount.options):
+        if option.startswith("lowerdir="):
+            return option
+    return None
 
 
 def _dedupe_overlay(mount: Mount) -> Mount:
-    """Blocking (realpath) when `_several_lowers`. A read-only overlay left with one lower becomes a
-    read-only bind."""
-    if mount.type != "overlay":
-        return mount
+    """Blocking (realpath) when `mount` has several lowers. A read-only overlay left with one lower
+    becomes a read-only bind; a mount with nothing to change is returned as it is."""
     options = list(mount.options)
     index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), None)
     if index is None:
@@ -265,5 +276,7 @@ def _dedupe_overlay(mount: Mount) -> Mount:
     has_upper = any(o.startswith("upperdir=") for o in options)
     if len(lowers) == 1 and not has_upper:
         return Mount("bind", lowers[0], mount.target, ("ro", "rbind"))
+    if len(lowers) == len(listed):
+        return mount
     options[index] = "lowerdir=" + ":".join(lowers)
     return Mount(mount.type, mount.source, mount.target, tuple(options))
