@@ -171,7 +171,7 @@ class CvmfsSnapshotter:
         for mount in mounts:
             lowerdir = _lowerdir(mount)
             if lowerdir is not None:
-                mount = await asyncio.to_thread(_dedupe_overlay, mount) if ":" in lowerdir else _dedupe_overlay(mount)
+                mount = await asyncio.to_thread(_dedupe_overlay, mount) if ":" in lowerdir else _one_lower(mount, lowerdir)
             deduped.append(mount)
         return deduped
 
@@ -258,9 +258,15 @@ def _lowerdir(mount: Mount) -> str | None:
     return None
 
 
+def _one_lower(mount: Mount, lowerdir: str) -> Mount:
+    """Nothing to deduplicate; read-only, it is a read-only bind (as `_dedupe_overlay` makes it)."""
+    if any(option.startswith("upperdir=") for option in mount.options):
+        return mount
+    return Mount("bind", lowerdir[len("lowerdir=") :], mount.target, ("ro", "rbind"))
+
+
 def _dedupe_overlay(mount: Mount) -> Mount:
-    """Blocking (realpath) when `mount` has several lowers. A read-only overlay left with one lower
-    becomes a read-only bind; a mount with nothing to change is returned as it is."""
+    """Blocking (realpath). A read-only overlay left with one lower becomes a read-only bind."""
     options = list(mount.options)
     index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), None)
     if index is None:
@@ -276,7 +282,5 @@ def _dedupe_overlay(mount: Mount) -> Mount:
     has_upper = any(o.startswith("upperdir=") for o in options)
     if len(lowers) == 1 and not has_upper:
         return Mount("bind", lowers[0], mount.target, ("ro", "rbind"))
-    if len(lowers) == len(listed):
-        return mount
     options[index] = "lowerdir=" + ":".join(lowers)
     return Mount(mount.type, mount.source, mount.target, tuple(options))
