@@ -34,9 +34,11 @@ def new_snapshots_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     health: SnapshotsHealth | None = None,
 ) -> grpc.aio.Server:
-    """The snapshots API, and beside it the standard health service when `health` is given."""
+    """The snapshots API, and beside it the standard health service when `health` is given. The call
+    log (outermost) and the error mapping wrap each snapshots method's handler; `interceptors`
+    are grpc.aio's, run before any handler is found (none by default: they cost every call)."""
     server = grpc.aio.server(
-        interceptors=[CallLogInterceptor(), *interceptors, DomainErrorInterceptor()],
+        interceptors=list(interceptors) or None,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -45,7 +47,7 @@ def new_snapshots_server(
             ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ],
     )
-    add_snapshots_servicer(server, service)
+    add_snapshots_servicer(server, service, [CallLogInterceptor(), DomainErrorInterceptor()])
     if health is not None:
         health.add_to(server)
     return server
