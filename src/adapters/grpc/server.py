@@ -33,10 +33,12 @@ def new_snapshots_server(
     service: SnapshotService,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     health: SnapshotsHealth | None = None,
+    caller_context: bool = True,
 ) -> grpc.aio.Server:
     """The snapshots API, and beside it the standard health service when `health` is given. The call
     log (outermost) and the error mapping wrap each snapshots method's handler; `interceptors`
-    are grpc.aio's, run before any handler is found (none by default: they cost every call)."""
+    are grpc.aio's, run before any handler is found (none by default: they cost every call).
+    `caller_context`: whether the port hears the caller's namespace and deadline (`DomainErrorInterceptor`)."""
     server = grpc.aio.server(
         interceptors=list(interceptors) or None,
         options=[
@@ -47,7 +49,7 @@ def new_snapshots_server(
             ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ],
     )
-    add_snapshots_servicer(server, service, [CallLogInterceptor(), DomainErrorInterceptor()])
+    add_snapshots_servicer(server, service, [CallLogInterceptor(), DomainErrorInterceptor(caller_context)])
     if health is not None:
         health.add_to(server)
     return server
@@ -59,11 +61,12 @@ async def start_unix_snapshots_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     access: SocketAccess = OWNER_ONLY,
     health: SnapshotsHealth | None = None,
+    caller_context: bool = True,
 ) -> grpc.aio.Server:
     """gRPC binds (and listens) in add_insecure_port, so that happens in a private directory;
     the socket reaches `path` with its mode set (`unix_sockets.bind_unix`). A stale socket is
     replaced; anything else at `path`, or a live listener, is refused."""
-    server = new_snapshots_server(service, interceptors, health)
+    server = new_snapshots_server(service, interceptors, health, caller_context)
     try:
         bind_unix(path, access, lambda staged: server.add_insecure_port(f"unix://{staged}"))
     except RuntimeError as error:  # grpc's "Failed to bind to address ..."
@@ -81,11 +84,13 @@ async def unix_snapshots_server(
     path: str,
     access: SocketAccess = OWNER_ONLY,
     health: SnapshotsHealth | None = None,
+    caller_context: bool = True,
 ) -> AsyncIterator[grpc.aio.Server]:
     """Serves as `start_unix_snapshots_server` says until closed (a Resource body). Closing stops
     the server first, in-flight calls getting SHUTDOWN_GRACE_SECONDS, and only then unlinks the
     socket: a call made during the grace still reaches a server that answers it."""
-    server = await start_unix_snapshots_server(service, path, access=access, health=health)
+    server = await start_unix_snapshots_server(service, path, access=access, health=health,
+                                               caller_context=caller_context)
     try:
         yield server
     finally:
