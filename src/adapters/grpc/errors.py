@@ -181,7 +181,6 @@ class DomainErrorInterceptor(SnapshotsMethodInterceptor):
     the metadata and the deadline and setting both variables cost more per call than its Stat."""
 
     def __init__(self, caller_context: bool = True) -> None:
-        super().__init__()
         self._caller_context = caller_context
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

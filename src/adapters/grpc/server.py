@@ -35,10 +35,12 @@ def new_snapshots_server(
     health: SnapshotsHealth | None = None,
     caller_context: bool = True,
 ) -> grpc.aio.Server:
-    """The snapshots API, and beside it the standard health service when `health` is given.
+    """The snapshots API, and beside it the standard health service when `health` is given. The call
+    log (outermost) and the error mapping wrap each snapshots method's handler; `interceptors`
+    are grpc.aio's, run before any handler is found (none by default: they cost every call).
     `caller_context`: whether the port hears the caller's namespace and deadline (`DomainErrorInterceptor`)."""
     server = grpc.aio.server(
-        interceptors=[CallLogInterceptor(), *interceptors, DomainErrorInterceptor(caller_context)],
+        interceptors=list(interceptors) or None,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -47,7 +49,7 @@ def new_snapshots_server(
             ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
         ],
     )
-    add_snapshots_servicer(server, service)
+    add_snapshots_servicer(server, service, [CallLogInterceptor(), DomainErrorInterceptor(caller_context)])
     if health is not None:
         health.add_to(server)
     return server

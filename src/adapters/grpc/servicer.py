@@ -7,7 +7,7 @@ Mounts' are kept by the identity of what they answer (`_Replies`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 import grpc
@@ -15,6 +15,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from snapmux.adapters.cpu_turns import cpu_turn
 from snapmux.adapters.grpc import convert
+from snapmux.adapters.grpc.method_wrapping import SnapshotsMethodInterceptor, add_wrapped
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from snapmux.domain.model import Info, Mount
@@ -135,5 +136,8 @@ async def _converted(batch: list[Info]) -> list[pb.ListSnapshotsResponse]:
         return convert.list_responses(batch, LIST_MESSAGE_BYTES)
 
 
-def add_snapshots_servicer(server: grpc.aio.Server, snapshots: SnapshotService) -> None:
-    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(snapshots), server)
+def add_snapshots_servicer(
+    server: grpc.aio.Server, snapshots: SnapshotService, interceptors: Sequence[SnapshotsMethodInterceptor] = ()
+) -> None:
+    """Every method's handler wrapped by `interceptors` once, here (`method_wrapping`)."""
+    add_wrapped(server, pb_grpc.add_SnapshotsServicer_to_server, SnapshotsServicer(snapshots), interceptors)
