@@ -37,7 +37,8 @@ def resolved(monkeypatch):
 async def test_one_lower_is_answered_on_the_loop_without_resolving(resolved):
     active = Mount("overlay", "overlay", "", ("index=off", "workdir=/r/2/work", "upperdir=/r/2/fs", "lowerdir=/r/1/fs"))
     bind = Mount("bind", "/r/3/fs", "", ("rw", "rbind"))
-    assert await CvmfsSnapshotter(FixedMounts([active, bind]), None).mounts("k") == [active, bind]  # type: ignore[arg-type]
+    answered = await CvmfsSnapshotter(FixedMounts([active, bind]), None).mounts("k")  # type: ignore[arg-type]
+    assert answered == [active, bind] and all(a is b for a, b in zip(answered, [active, bind]))  # nothing rebuilt
     assert resolved == []
 
 
@@ -46,3 +47,10 @@ async def test_several_lowers_are_resolved_off_the_loop_and_repeats_dropped(reso
     mounts = await CvmfsSnapshotter(FixedMounts([view]), None).mounts("k")  # type: ignore[arg-type]
     assert mounts == [Mount("bind", "/r/3/fs", "", ("ro", "rbind"))]
     assert resolved and threading.main_thread() not in resolved
+
+
+async def test_a_read_only_overlay_of_one_lower_is_a_read_only_bind_without_resolving(resolved):
+    view = Mount("overlay", "overlay", "", ("index=off", "lowerdir=/r/3/fs"))
+    assert await CvmfsSnapshotter(FixedMounts([view]), None).mounts("k") == [  # type: ignore[arg-type]
+        Mount("bind", "/r/3/fs", "", ("ro", "rbind"))]
+    assert resolved == []

@@ -75,3 +75,46 @@ async def test_a_passed_deadline_is_not_forwarded(demux, caller_deadline):
     with pytest.raises(DeadlineExceededError):
         await demux.client.stat("vm-a/1/none")
     assert vm.time_left == []
+
+
+class CallerRecordingService(InMemorySnapshotService):
+    """Records the caller's namespace and deadline as the port sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: list[tuple[object, object]] = []
+
+    async def stat(self, key: str) -> Info:
+        from snapmux.domain.namespaces import current_namespace
+
+        self.heard.append((current_namespace.get(), current_deadline.get()))
+        return await super().stat(key)
+
+
+@pytest.mark.parametrize("caller_context", [True, False])
+async def test_a_server_without_caller_context_hands_the_port_neither_namespace_nor_deadline(
+    tmp_path, caller_deadline, caller_context
+):
+    """cvmfs-snapshotter's server (CALLER_CONTEXT False): nothing there acts on a caller's behalf."""
+    import grpc
+
+    from snapmux.adapters.grpc.client import GrpcSnapshotService
+    from snapmux.adapters.grpc.server import start_unix_snapshots_server
+    from snapmux.domain.namespaces import current_namespace
+    from snapmux.entrypoints.cvmfs_snapshotter.container import CALLER_CONTEXT
+
+    assert CALLER_CONTEXT is False
+    service = CallerRecordingService()
+    path = str(tmp_path / "s.sock")
+    server = await start_unix_snapshots_server(service, path, caller_context=caller_context)
+    channel = grpc.aio.insecure_channel(f"unix://{path}")
+    try:
+        current_namespace.set("ns1")
+        caller_deadline(30)
+        with pytest.raises(NotFoundError):
+            await GrpcSnapshotService(channel, "test").stat("none")
+    finally:
+        await channel.close()
+        await server.stop(None)
+    [(namespace, deadline)] = service.heard
+    assert (namespace, deadline is not None) == (("ns1", True) if caller_context else (None, False))

@@ -232,3 +232,15 @@ async def test_a_parent_removed_while_its_whiteout_trees_are_built_is_not_found(
         await snapshotter.prepare("rw", "layer1")
     snapshotter._ready = build
     assert [info.name async for info in snapshotter.walk()] == ["layer0"]
+
+
+async def test_a_source_that_vanishes_after_mounts_answered_is_still_noticed(snapshotter, source, tmp_path):
+    """Mounts are planned once per snapshot, but adopted sources are looked at on every call."""
+    await snapshotter.adopt("layer1", "", {}, str(source))
+    await snapshotter.prepare("above", "layer1")
+    assert await snapshotter.mounts("above")
+    os.rename(source, tmp_path / "moved")
+    with pytest.raises(UnavailableError, match="layer1"):
+        await snapshotter.mounts("above")
+    os.rename(tmp_path / "moved", source)
+    assert await snapshotter.mounts("above")

@@ -132,3 +132,32 @@ async def test_short_links_are_made_for_a_deep_stack_and_cleanup_drops_them_with
         assert sorted(os.listdir(short_dir)) == sorted(os.path.basename(lower) for lower in lowers[40:])
     finally:
         await snapshotter.close()
+
+
+async def test_mounts_are_planned_once_per_snapshot_and_follow_its_changes(tmp_path, monkeypatch):
+    """Mounts builds a snapshot's paths once (they cannot change while it exists); a key that
+    is committed, or removed and prepared again on another parent, is answered afresh."""
+    from snapmux.adapters.overlay import snapshotter as module
+
+    built: list[int] = []
+    monkeypatch.setattr(module, "mounts_for", lambda *args: built.append(args[3]) or mounts_for(*args))
+    snapshotter = await OverlaySnapshotter.open(str(tmp_path / "root"))
+    try:
+        for name in ("one", "two"):
+            await snapshotter.prepare(f"{name}-a")
+            await snapshotter.commit(name, f"{name}-a")
+        await snapshotter.prepare("k", "one")
+        built.clear()
+        first = await snapshotter.mounts("k")
+        assert await snapshotter.mounts("k") == first and len(built) == 1
+        (await snapshotter.mounts("k")).clear()  # a caller's list is its own
+        assert await snapshotter.mounts("k") == first
+        await snapshotter.remove("k")
+        await snapshotter.prepare("k", "two")
+        again = await snapshotter.mounts("k")
+        assert lowerdirs(again) == [snapshotter.layout.fs_path(2)] and lowerdirs(first) == [snapshotter.layout.fs_path(1)]
+        await snapshotter.commit("k-done", "k")
+        await snapshotter.prepare("k", "k-done")
+        assert lowerdirs(await snapshotter.mounts("k")) == [snapshotter.layout.fs_path(4), snapshotter.layout.fs_path(2)]
+    finally:
+        await snapshotter.close()

@@ -165,8 +165,15 @@ class CvmfsSnapshotter:
         which overlayfs refuses (ELOOP). Keeping only its topmost occurrence shows the same tree:
         the upper copy already covers every file and whiteout of the lower one. Only two or more
         lowers can repeat one, and resolving them blocks (realpath), so only they leave the loop:
-        a chain of one layer costs no thread hop."""
-        return [await asyncio.to_thread(_dedupe_overlay, m) if _several_lowers(m) else _dedupe_overlay(m) for m in mounts]
+        a chain of one layer costs no thread hop, and a mount with one lower and an upper comes
+        back as it is."""
+        deduped = []
+        for mount in mounts:
+            lowerdir = _lowerdir(mount)
+            if lowerdir is not None:
+                mount = await asyncio.to_thread(_dedupe_overlay, mount) if ":" in lowerdir else _one_lower(mount, lowerdir)
+            deduped.append(mount)
+        return deduped
 
     async def restore(self) -> RestoreReport:
         """At startup: look at every remote snapshot, one by one. A vanished layer only makes its
@@ -241,15 +248,25 @@ def adopted_name(key: str, target: str) -> str:
     return f"{namespace}/{sid}/{target}"
 
 
-def _several_lowers(mount: Mount) -> bool:
-    return mount.type == "overlay" and any(o.startswith("lowerdir=") and ":" in o for o in mount.options)
+def _lowerdir(mount: Mount) -> str | None:
+    """An overlay mount's lowerdir option (the overlay snapshotter puts it last); None for any other."""
+    if mount.type != "overlay":
+        return None
+    for option in reversed(mount.options):
+        if option.startswith("lowerdir="):
+            return option
+    return None
+
+
+def _one_lower(mount: Mount, lowerdir: str) -> Mount:
+    """Nothing to deduplicate; read-only, it is a read-only bind (as `_dedupe_overlay` makes it)."""
+    if any(option.startswith("upperdir=") for option in mount.options):
+        return mount
+    return Mount("bind", lowerdir[len("lowerdir=") :], mount.target, ("ro", "rbind"))
 
 
 def _dedupe_overlay(mount: Mount) -> Mount:
-    """Blocking (realpath) when `_several_lowers`. A read-only overlay left with one lower becomes a
-    read-only bind."""
-    if mount.type != "overlay":
-        return mount
+    """Blocking (realpath). A read-only overlay left with one lower becomes a read-only bind."""
     options = list(mount.options)
     index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), None)
     if index is None:

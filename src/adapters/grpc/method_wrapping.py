@@ -1,11 +1,16 @@
-"""The one way snapmux's server interceptors wrap the snapshots service's method handlers.
+"""The one way snapmux wraps the snapshots service's method handlers (call log, error mapping).
 
-grpc.aio runs every interceptor on every call. Each snapshots method's handler is wrapped once
-and the wrapper kept, so a call costs a dict lookup instead of new handler objects; other
-services (grpc.health.v1) pass through untouched: their own codes, no namespace, no call log.
+Each method's handler is wrapped once, when the service is added to the server, and grpc.aio
+dispatches every call straight to the wrapper. As grpc.aio server interceptors the same wrappers
+cost every call two more coroutines, a continuation and a handler lookup per interceptor, and
+the server's lookup of registered methods (measured with bench/hot_path_bench.py). Other services
+(grpc.health.v1) are never wrapped: their own codes, no namespace, no call log.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -14,23 +19,45 @@ from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
 SNAPSHOTS_METHODS = f"/{SNAPSHOTS_SERVICE}/"
 
 
-class SnapshotsMethodInterceptor(grpc.aio.ServerInterceptor):
-    """Subclasses say how to wrap one method's handler (`wrap`); this keeps the wrappers."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+class SnapshotsMethodInterceptor:
+    """Subclasses say how to wrap one method's handler (`wrap`); `add_wrapped` applies them."""
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         raise NotImplementedError
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(SNAPSHOTS_METHODS):
-            return handler
-        known = self._wrapped.get(method)  # only served methods get here: one entry each
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self.wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+
+class _Registrations:
+    """Stands in for the server while a generated `add_*Servicer_to_server` registers its handlers."""
+
+    def __init__(self) -> None:
+        self.services: list[tuple[str, dict[str, grpc.RpcMethodHandler]]] = []
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """The same handlers come again, by name, in `add_registered_method_handlers`."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.services.append((service, handlers))
+
+
+def add_wrapped(
+    server: grpc.aio.Server,
+    add_to_server: Callable[[Any, Any], None],
+    servicer: object,
+    interceptors: Sequence[SnapshotsMethodInterceptor],
+) -> None:
+    """Registers `servicer` as the generated `add_to_server` does, every method's handler wrapped
+    by `interceptors` (the first outermost)."""
+    registrations = _Registrations()
+    add_to_server(servicer, registrations)
+    for service, handlers in registrations.services:
+        wrapped = {name: _wrapped(handler, f"/{service}/{name}", interceptors) for name, handler in handlers.items()}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        server.add_registered_method_handlers(service, wrapped)
+
+
+def _wrapped(
+    handler: grpc.RpcMethodHandler, method: str, interceptors: Sequence[SnapshotsMethodInterceptor]
+) -> grpc.RpcMethodHandler:
+    for interceptor in reversed(interceptors):
+        handler = interceptor.wrap(handler, method)
+    return handler

@@ -1,21 +1,24 @@
 """containerd's snapshots gRPC service over any SnapshotService: request -> port -> convert.
 
 Errors are not handled here; `DomainErrorInterceptor` maps them once for all methods.
-Replies are filled in place (`convert.fill_*`), so each message is built once.
+Replies are filled in place (`convert.fill_*`), so each message is built once; Stat's and
+Mounts' are kept by the identity of what they answer (`_Replies`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
 from snapmux.adapters.cpu_turns import cpu_turn
 from snapmux.adapters.grpc import convert
+from snapmux.adapters.grpc.method_wrapping import SnapshotsMethodInterceptor, add_wrapped
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from snapmux.domain.model import Info
+from snapmux.domain.model import Info, Mount
 from snapmux.domain.ports import SnapshotService
 
 LIST_BATCH_SIZE = 100
@@ -25,9 +28,52 @@ LIST_MESSAGE_BYTES = 1024 * 1024
 """...unless they are bigger than this together (label maps): well under the 4 MiB a default gRPC client accepts."""
 
 
+REPLIES_KEPT = 1024
+"""Stat and Mounts replies kept (each): the snapshots being read at once, with room to spare."""
+
+V = TypeVar("V")
+M = TypeVar("M")
+
+
+class _Replies(Generic[V, M]):
+    """Replies built from frozen domain values, kept by the values' identity. The overlay snapshotter
+    answers Stat and Mounts from its cache with the same Info and Mount objects until a snapshot
+    changes, and a fresh message filled per call cost more than the rest of such a call (measured
+    in instructions per call); a port answering with new objects each time (the demux's calls to a
+    VM) only misses. An entry holds the values it is keyed by, so no id is reused while it lives."""
+
+    def __init__(self, build: Callable[[V], M]) -> None:
+        self._build = build
+        self._kept: dict[Hashable, tuple[V, M]] = {}
+
+    def reply(self, key: Hashable, value: V) -> M:
+        known = self._kept.get(key)
+        if known is not None:
+            return known[1]
+        if len(self._kept) >= REPLIES_KEPT:
+            self._kept.clear()
+        reply = self._build(value)
+        self._kept[key] = (value, reply)
+        return reply
+
+
+def _stat_reply(info: Info) -> pb.StatSnapshotResponse:
+    reply = pb.StatSnapshotResponse()
+    convert.fill_info(reply.info, info)
+    return reply
+
+
+def _mounts_reply(mounts: tuple[Mount, ...]) -> pb.MountsResponse:
+    reply = pb.MountsResponse()
+    convert.fill_mounts(reply.mounts, mounts)
+    return reply
+
+
 class SnapshotsServicer(pb_grpc.SnapshotsServicer):
     def __init__(self, snapshots: SnapshotService) -> None:
         self._snapshots = snapshots
+        self._stats = _Replies(_stat_reply)
+        self._mounts = _Replies(_mounts_reply)
 
     async def Prepare(self, request: pb.PrepareSnapshotRequest, context: grpc.aio.ServicerContext):
         reply = pb.PrepareSnapshotResponse()
@@ -40,9 +86,8 @@ class SnapshotsServicer(pb_grpc.SnapshotsServicer):
         return reply
 
     async def Mounts(self, request: pb.MountsRequest, context: grpc.aio.ServicerContext):
-        reply = pb.MountsResponse()
-        convert.fill_mounts(reply.mounts, await self._snapshots.mounts(request.key))
-        return reply
+        mounts = tuple(await self._snapshots.mounts(request.key))
+        return self._mounts.reply(tuple(map(id, mounts)), mounts)
 
     async def Commit(self, request: pb.CommitSnapshotRequest, context: grpc.aio.ServicerContext):
         await self._snapshots.commit(request.name, request.key, dict(request.labels))
@@ -53,9 +98,8 @@ class SnapshotsServicer(pb_grpc.SnapshotsServicer):
         return Empty()
 
     async def Stat(self, request: pb.StatSnapshotRequest, context: grpc.aio.ServicerContext):
-        reply = pb.StatSnapshotResponse()
-        convert.fill_info(reply.info, await self._snapshots.stat(request.key))
-        return reply
+        info = await self._snapshots.stat(request.key)
+        return self._stats.reply(id(info), info)
 
     async def Update(self, request: pb.UpdateSnapshotRequest, context: grpc.aio.ServicerContext):
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
@@ -92,5 +136,8 @@ async def _converted(batch: list[Info]) -> list[pb.ListSnapshotsResponse]:
         return convert.list_responses(batch, LIST_MESSAGE_BYTES)
 
 
-def add_snapshots_servicer(server: grpc.aio.Server, snapshots: SnapshotService) -> None:
-    pb_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(snapshots), server)
+def add_snapshots_servicer(
+    server: grpc.aio.Server, snapshots: SnapshotService, interceptors: Sequence[SnapshotsMethodInterceptor] = ()
+) -> None:
+    """Every method's handler wrapped by `interceptors` once, here (`method_wrapping`)."""
+    add_wrapped(server, pb_grpc.add_SnapshotsServicer_to_server, SnapshotsServicer(snapshots), interceptors)

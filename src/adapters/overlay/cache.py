@@ -8,10 +8,13 @@ store, so Stat, List and most Mounts are answered without a thread hop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from snapmux.adapters.overlay.sqlite_store import Link, Row
 from snapmux.domain.errors import NotFoundError
+
+T = TypeVar("T")
 
 
 class MetadataCache:
@@ -20,6 +23,7 @@ class MetadataCache:
     def __init__(self, rows: Iterable[Row]) -> None:
         self._by_name: dict[str, Row] = {}
         self._by_id: dict[int, Row] = {}
+        self._derived: dict[int, tuple[Row, Any]] = {}
         for row in rows:
             self.put(row)
 
@@ -36,11 +40,22 @@ class MetadataCache:
             del self._by_name[old.info.name]
         self._by_id[row.id] = row
         self._by_name[row.info.name] = row
+        self._derived.pop(row.id, None)
 
     def drop(self, snapshot_id: int) -> None:
         row = self._by_id.pop(snapshot_id, None)
+        self._derived.pop(snapshot_id, None)
         if row is not None:
             self._by_name.pop(row.info.name, None)
+
+    def derived(self, row: Row, compute: Callable[[Row], T]) -> T:
+        """`compute(row)`, kept until this row changes or goes. Only for what depends on the row
+        and its chain: a snapshot's parents are committed, and what `chain` reports of them (id,
+        name, source, shadows, flat) never changes while they have children."""
+        known = self._derived.get(row.id)
+        if known is None or known[0] is not row:
+            known = self._derived[row.id] = (row, compute(row))
+        return known[1]
 
     def chain(self, row: Row) -> list[Link]:
         """The snapshot itself first, then its parents, nearest first."""

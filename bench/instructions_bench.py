@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Server instructions per call, counted by valgrind's callgrind: a figure the machine's load does not move.
+
+    python bench/instructions_bench.py [--before REV] [--calls 2000] [--ops stat mounts]
+
+On 2 shared cores, times and CPU per call (bench/hot_path_bench.py) swing by 10-15% from one run
+to the next; the instructions a server executes per call repeat within a few percent, so a change of a
+few microseconds per call shows. Each target runs under callgrind with instrumentation off until a
+warm-up run of bench/go/loadclient is done; then one client makes --calls calls, and the figure is
+the process's instructions (all threads, setup of the run's snapshots included) over those calls.
+Targets: floor-uv (bench/grpc_floor.py on uvloop: Python's floor), cvmfs (this checkout), before
+(--before REV, the same daemon from that revision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness  # noqa: E402
+from bench.harness import ratio, table  # noqa: E402
+from tests.support.containerd import Daemon  # noqa: E402
+from tests.support.sockets import unix_socket_listening  # noqa: E402
+
+REPO = harness.REPO
+STARTUP_SECONDS = 600.0  # a daemon under callgrind starts some 50 times slower
+
+
+def argvs(work: Path, before: str | None, stack: ExitStack) -> dict[str, tuple[list[str], dict[str, str] | None]]:
+    cvmfs = lambda name: ["--root", str(work / f"{name}-root"), "--address", str(work / f"{name}.sock"),  # noqa: E731
+                          "--log-level", "warning"]
+    targets = {
+        "floor-uv": ([sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(work / "floor-uv.sock"),
+                      "--uvloop"], None),
+        "cvmfs": ([*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"), *cvmfs("cvmfs")], None),
+    }
+    if before:
+        old = stack.enter_context(harness.checkout(before))
+        targets["before"] = ([*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"), *cvmfs("before")],
+                             {**os.environ, "PYTHONPATH": str(old)})
+    return targets
+
+
+def count(binary: Path, work: Path, name: str, argv: list[str], env: dict[str, str] | None, op: str,
+          calls: int) -> float:
+    """Instructions per call of one target for one operation (a fresh process each time)."""
+    out = work / f"{name}-{op}"
+    out.mkdir()
+    sock = work / f"{name}.sock"
+    sock.unlink(missing_ok=True)  # the floor leaves its socket behind
+    grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p", *argv]
+    daemon = Daemon(grind, out / "log", env).start(lambda: unix_socket_listening(sock), STARTUP_SECONDS)
+    try:
+        assert daemon.process is not None
+        pid = str(daemon.process.pid)
+        load = [str(binary / "loadclient"), "-address", str(sock), "-op", op, "-clients", "1", "-warmup", "0s"]
+        if name == "floor-uv":
+            load.append("-no-setup")
+        subprocess.run([*load, "-count", "20"], check=True, stdout=subprocess.DEVNULL, timeout=600)
+        subprocess.run(["callgrind_control", "-i", "on", pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        done = subprocess.run([*load, "-count", str(calls)], check=True, stdout=subprocess.PIPE, text=True,
+                              timeout=3600)
+        subprocess.run(["callgrind_control", "-i", "off", pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        subprocess.run(["callgrind_control", "-d", pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    finally:
+        daemon.stop(120)
+    answered = sum(step["count"] for step in json.loads(done.stdout)["steps"].values())
+    return _totals(out) / answered
+
+
+def _totals(out: Path) -> int:
+    """The `totals:` line of the dump callgrind_control -d wrote (its first part: `cg.PID.1`)."""
+    [dump] = glob.glob(str(out / "cg.*.1"))
+    for line in Path(dump).read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dump}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", help="git revision whose cvmfs-snapshotter is counted beside this checkout's")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--ops", nargs="+", default=["stat", "mounts"], choices=["stat", "mounts"])
+    args = parser.parse_args()
+    binary = harness.build()
+    print(f"instructions_bench {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {harness.machine()}")
+    figures: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="instructions-bench-") as tmp, ExitStack() as stack:
+        targets = argvs(Path(tmp), args.before, stack)
+        for op in args.ops:
+            for name, (argv, env) in targets.items():
+                figures[(name, op)] = count(binary, Path(tmp), name, argv, env, op, args.calls)
+    names = list(targets)
+    rows = [[op, *(f"{figures[(n, op)] / 1000:.1f}" for n in names),
+             ratio(figures[("cvmfs", op)], figures[("floor-uv", op)]),
+             *([ratio(figures[("cvmfs", op)], figures[("before", op)])] if "before" in names else [])]
+            for op in args.ops]
+    print(f"\n1 client, {args.calls} calls: server instructions per call, thousands\n")
+    print(table(["op", *names, "cvmfs/floor-uv", *(["cvmfs/before"] if "before" in names else [])], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
