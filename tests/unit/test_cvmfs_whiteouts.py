@@ -163,3 +163,16 @@ async def test_a_failed_scan_can_be_queued_again(tmp_path, cache, monkeypatch):
         assert (await store.servable(A)).shadows == cache.path(A) and scanner.started == 2
     finally:
         await scanner.close()
+
+
+def test_a_deleted_directory_made_anew_with_markers_inside_scans(tmp_path, cache):
+    """`d/.wh.x` deletes the lower layers' x, and the layer's own new `d/x/` holds markers too (a
+    tar of `rm -rf x; mkdir x` over an x that had deletions): x's lowers are hidden by the first
+    whiteout, so the markers inside are only hidden themselves."""
+    layerfs = foreign_layer(tmp_path / "layout", A, ["d/.wh.x", "d/x/new", "d/x/.wh.y", "d/x/sub/.wh..wh..opq"])
+    shadows = cache.build(A, str(layerfs))
+    assert tree(shadows.lower) == {"d", "d/x"} and is_whiteout(os.path.join(shadows.lower, "d", "x"))
+    assert {"d/.wh.x", "d/x/.wh.y", "d/x/sub/.wh..wh..opq"} <= tree(shadows.upper)
+    assert all(is_whiteout(os.path.join(shadows.upper, p)) for p in ("d/.wh.x", "d/x/.wh.y", "d/x/sub/.wh..wh..opq"))
+    with open(os.path.join(shadows.path, READY)) as handle:
+        assert json.load(handle) == {"whiteouts": 1, "opaque": 0, "hidden": 3, "clean": False}

@@ -156,6 +156,8 @@ class _ShadowWriter:
         self.opaque_xattr = opaque_xattr
         self.stop = stop
         self.upper_dirs: set[str] = set()
+        self.deleted: set[str] = set()
+        """Paths whose lower layers this layer deletes (`d/.wh.x`): all below them is hidden already."""
         self.counts = {"whiteouts": 0, "opaque": 0, "hidden": 0}
 
     def run(self) -> dict:
@@ -180,13 +182,25 @@ class _ShadowWriter:
         self._upper_dir(relative)
         _mknod_whiteout(os.path.join(self.upper, relative, name))
         self.counts["hidden"] += 1
+        if self._below_deleted(relative):
+            return  # `d/.wh.x` and a new `d/x/` with markers of its own: x's lowers are gone already
         if name in OPAQUE_MARKERS:
             directory = self._lower_dir(relative)
             os.setxattr(directory, self.opaque_xattr, b"y", follow_symlinks=False)
             self.counts["opaque"] += 1
         elif not name.startswith(META_PREFIX):
-            _mknod_whiteout(os.path.join(self._lower_dir(relative), name[len(WHITEOUT_PREFIX) :]))
+            deleted = name[len(WHITEOUT_PREFIX) :]
+            _mknod_whiteout(os.path.join(self._lower_dir(relative), deleted))
+            self.deleted.add(os.path.join(relative, deleted))
             self.counts["whiteouts"] += 1
+
+    def _below_deleted(self, relative: str) -> bool:
+        """os.fwalk is top-down: a directory's own `.wh.` names are seen before what is inside it."""
+        while relative:
+            if relative in self.deleted:
+                return True
+            relative = os.path.dirname(relative)
+        return False
 
     def _upper_dir(self, relative: str) -> None:
         """`upper/` is the topmost layer: its directories must look like the layer's own (below)."""
