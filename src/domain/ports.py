@@ -92,8 +92,8 @@ class SnapshotForwarder(Protocol):
         ...
 
     async def forward_mounts(self, method: str, request: bytes, type_prefix: str) -> bytes:
-        """Prepare, View or Mounts, the reply's mounts marked as the router's `vm_local` marks them:
-        `type_prefix` before each type and no target; with "" the reply passes unchanged."""
+        """Prepare, View or Mounts, the reply's mounts marked for the VM: `type_prefix` before each
+        type and no target; with "" the reply passes unchanged."""
         ...
 
     def forward_stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
@@ -133,11 +133,10 @@ class SnapshotRelay(Protocol):
 
 
 @runtime_checkable
-class RemoteSnapshotter(SnapshotService, SnapshotForwarder, Protocol):
-    """A SnapshotService living elsewhere (a microVM), whose connection we own and must close.
-    Its snapshot calls keep the SnapshotService contract (`tests/unit/test_vsock_connector.py`
-    runs it over vsock); a lost connection is UnavailableError naming the VM's socket and port.
-    The demux's server uses its `SnapshotForwarder` calls; the SnapshotService ones serve its probes."""
+class RemoteSnapshotter(SnapshotForwarder, Protocol):
+    """A snapshotter living elsewhere (a microVM), whose connection we own and must close: the demux
+    forwards calls to it (`SnapshotForwarder`); a lost connection is UnavailableError naming the VM's
+    socket and port."""
 
     async def healthy(self) -> bool:
         """Cheap liveness probe, never raising; False means the connection should be dropped."""

@@ -1,4 +1,4 @@
-"""In-memory SnapshotterConnector: one InMemorySnapshotService per address (a "VM"), with faults.
+"""In-memory SnapshotterConnector: one FakeVm per address, with faults.
 
 Its forwarding calls (`SnapshotForwarder`) record what they were sent and answer from the VM's
 `answers` (bytes, or a domain error to raise), by default bytes naming the method and the VM."""
@@ -6,21 +6,19 @@ Its forwarding calls (`SnapshotForwarder`) record what they were sent and answer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 
 from snapmux.domain.errors import DomainError, UnavailableError
-from snapmux.domain.model import Info, Mount, SnapshotterAddress, Usage
-from tests.fakes.snapshots import InMemorySnapshotService
+from snapmux.domain.model import SnapshotterAddress
 
 
 class FakeVm:
-    """One microVM: its snapshots survive reconnects, like a real in-VM snapshotter's."""
+    """One microVM: what it was sent and will answer survive reconnects, as a real VM's state does."""
 
     def __init__(self, address: SnapshotterAddress) -> None:
         self.address = address
-        self.service = InMemorySnapshotService(root=f"/vm/{address.address}")
         self.down = False
-        self.stalled = False  # walk and cleanup never answer (a paused VM)
+        self.stalled = False  # List and Cleanup never answer (a paused VM)
         self.forwarded: list[tuple[str, bytes]] = []
         self.answers: dict[str, bytes | list[bytes] | DomainError] = {}
 
@@ -38,48 +36,12 @@ class FakeRemoteSnapshotter:
         self.vm = vm
         self.closed = False
 
-    def _service(self) -> InMemorySnapshotService:
+    def _reachable(self) -> None:
         if self.vm.down or self.closed:
             raise UnavailableError(f"vm {self.vm.address.address} is down")
-        return self.vm.service
-
-    async def stat(self, key: str) -> Info:
-        return await self._service().stat(key)
-
-    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
-        return await self._service().update(info, fieldpaths)
-
-    async def usage(self, key: str) -> Usage:
-        return await self._service().usage(key)
-
-    async def mounts(self, key: str) -> list[Mount]:
-        return await self._service().mounts(key)
-
-    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        return await self._service().prepare(key, parent, labels)
-
-    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        return await self._service().view(key, parent, labels)
-
-    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
-        await self._service().commit(name, key, labels)
-
-    async def remove(self, key: str) -> None:
-        await self._service().remove(key)
-
-    async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
-        if self.vm.stalled:
-            await asyncio.Event().wait()
-        async for info in self._service().walk(filters):
-            yield info
-
-    async def cleanup(self) -> None:
-        if self.vm.stalled:
-            await asyncio.Event().wait()
-        await self._service().cleanup()
 
     async def forward(self, method: str, request: bytes) -> bytes:
-        self._service()
+        self._reachable()
         if self.vm.stalled and method == "Cleanup":
             await asyncio.Event().wait()
         self.vm.forwarded.append((method, request))
@@ -91,7 +53,7 @@ class FakeRemoteSnapshotter:
         return type_prefix.encode() + b"|" + await self.forward(method, request)
 
     async def forward_stream(self, method: str, request: bytes) -> AsyncIterator[bytes]:
-        self._service()
+        self._reachable()
         if self.vm.stalled:
             await asyncio.Event().wait()
         self.vm.forwarded.append((method, request))
