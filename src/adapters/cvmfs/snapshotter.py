@@ -171,7 +171,8 @@ class CvmfsSnapshotter:
         for mount in mounts:
             lowerdir = _lowerdir(mount)
             if lowerdir is not None:
-                mount = await asyncio.to_thread(_dedupe_overlay, mount) if ":" in lowerdir else _one_lower(mount, lowerdir)
+                mount = (await asyncio.to_thread(_dedupe_overlay, mount, lowerdir) if ":" in lowerdir
+                         else _one_lower(mount, lowerdir[len("lowerdir=") :]))
             deduped.append(mount)
         return deduped
 
@@ -258,29 +259,23 @@ def _lowerdir(mount: Mount) -> str | None:
     return None
 
 
-def _one_lower(mount: Mount, lowerdir: str) -> Mount:
-    """Nothing to deduplicate; read-only, it is a read-only bind (as `_dedupe_overlay` makes it)."""
+def _one_lower(mount: Mount, lower: str) -> Mount:
+    """An overlay of one lower: kept as it is with an upper; read-only, a read-only bind of that lower."""
     if any(option.startswith("upperdir=") for option in mount.options):
         return mount
-    return Mount("bind", lowerdir[len("lowerdir=") :], mount.target, ("ro", "rbind"))
+    return Mount("bind", lower, mount.target, ("ro", "rbind"))
 
 
-def _dedupe_overlay(mount: Mount) -> Mount:
-    """Blocking (realpath). A read-only overlay left with one lower becomes a read-only bind."""
-    options = list(mount.options)
-    index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), None)
-    if index is None:
-        return mount
+def _dedupe_overlay(mount: Mount, lowerdir: str) -> Mount:
+    """Blocking (realpath): each of several lowers kept at its topmost occurrence only."""
     seen: set[str] = set()
     lowers = []
-    listed = options[index][len("lowerdir=") :].split(":")
-    for lower in listed:
-        real = os.path.realpath(lower) if len(listed) > 1 else lower
+    for lower in lowerdir[len("lowerdir=") :].split(":"):
+        real = os.path.realpath(lower)
         if real not in seen:
             seen.add(real)
             lowers.append(lower)
-    has_upper = any(o.startswith("upperdir=") for o in options)
-    if len(lowers) == 1 and not has_upper:
-        return Mount("bind", lowers[0], mount.target, ("ro", "rbind"))
-    options[index] = "lowerdir=" + ":".join(lowers)
-    return Mount(mount.type, mount.source, mount.target, tuple(options))
+    options = list(mount.options)
+    options[options.index(lowerdir)] = "lowerdir=" + ":".join(lowers)
+    deduped = Mount(mount.type, mount.source, mount.target, tuple(options))
+    return _one_lower(deduped, lowers[0]) if len(lowers) == 1 else deduped
