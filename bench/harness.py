@@ -123,3 +123,8 @@ def checkout(rev: str) -> Iterator[Path]:
 def python_main(module: str) -> list[str]:
     """argv prefix running `module`'s main() (for a revision's daemon, which has no console script)."""
     return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
+
+
+def cvmfs_argv(root: Path, sock: Path) -> list[str]:
+    """The cvmfs-snapshotter every bench measures: its own root and socket, warnings only."""
+    return ["cvmfs-snapshotter", "--root", str(root), "--address", str(sock), "--log-level", "warning"]

@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness  # noqa: E402
-from bench.harness import Cells, Target, ratio, table  # noqa: E402
+from bench.harness import Cells, Target, cvmfs_argv, ratio, table  # noqa: E402
 from tests.support.containerd import Containerd, Daemon, import_busybox_image  # noqa: E402
 from tests.support.sockets import unix_socket_listening  # noqa: E402
 
@@ -51,10 +51,6 @@ def daemon(stack: ExitStack, argv: list[str], sock: Path, log: Path, env: dict[s
     stack.callback(started.stop)
     assert started.process is not None
     return started.process.pid
-
-
-def cvmfs_argv(root: Path, sock: Path) -> list[str]:
-    return ["cvmfs-snapshotter", "--root", str(root), "--address", str(sock), "--log-level", "warning"]
 
 
 def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None,

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness  # noqa: E402
-from bench.harness import ratio, table  # noqa: E402
+from bench.harness import cvmfs_argv, ratio, table  # noqa: E402
 from tests.support.containerd import Daemon  # noqa: E402
 from tests.support.sockets import unix_socket_listening  # noqa: E402
 
@@ -37,8 +37,7 @@ STARTUP_SECONDS = 600.0  # a daemon under callgrind starts some 50 times slower
 
 
 def argvs(work: Path, before: str | None, stack: ExitStack) -> dict[str, tuple[list[str], dict[str, str] | None]]:
-    cvmfs = lambda name: ["--root", str(work / f"{name}-root"), "--address", str(work / f"{name}.sock"),  # noqa: E731
-                          "--log-level", "warning"]
+    cvmfs = lambda name: cvmfs_argv(work / f"{name}-root", work / f"{name}.sock")[1:]  # noqa: E731
     targets = {
         "floor-uv": ([sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(work / "floor-uv.sock"),
                       "--uvloop"], None),
