@@ -39,8 +39,7 @@ class _Replies(Generic[V, M]):
     """Replies built from frozen domain values, kept by the values' identity. The overlay snapshotter
     answers Stat and Mounts from its cache with the same Info and Mount objects until a snapshot
     changes, and a fresh message filled per call cost more than the rest of such a call (measured
-    in instructions per call); a port answering with new objects each time (the demux's calls to a
-    VM) only misses. An entry holds the values it is keyed by, so no id is reused while it lives."""
+    in instructions per call); a port answering with new objects each time only misses. An entry holds the values it is keyed by, so no id is reused while it lives."""
 
     def __init__(self, build: Callable[[V], M]) -> None:
         self._build = build
