@@ -7,6 +7,7 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import re
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from snapmux.adapters.cvmfs.oci import OciLayoutSource
 from snapmux.adapters.cvmfs.oci_documents import LAYER_MEDIA_TYPES
 from snapmux.adapters.cvmfs.untar import extract_layer
+from snapmux.adapters.overlay.lowers import OVERLAYFS_MAX_STACK
 from snapmux.domain.errors import InvalidArgumentError
 from tests.support.hostile_tars import info, tar_bytes
 from tests.support.images import LAYER_GZIP, Descriptor, file, write_image, write_layer
@@ -65,3 +67,20 @@ def test_gzip_and_plain_tars_still_extract(tmp_path, compress):
     require(*lacking_root("extraction sets owners"))
     extract_layer(io.BytesIO(compress(tar_bytes([info("f", data=b"kept")]))), str(tmp_path / "layerfs"))
     assert (tmp_path / "layerfs" / "f").read_bytes() == b"kept"
+
+
+def test_a_manifest_of_more_layers_than_overlayfs_stacks_is_refused_before_any_blob(tmp_path):
+    layout = str(tmp_path / "oci")
+    good = write_layer(layout, [file("x", "x")])
+    write_image(layout, "t", [good] * (OVERLAYFS_MAX_STACK + 1), ["/x"])
+    os.unlink(os.path.join(layout, "blobs", "sha256", good.digest.split(":")[1]))  # never read
+    with pytest.raises(InvalidArgumentError, match=r"manifest sha256:[0-9a-f]{64} has 501 layers; overlayfs stacks at"
+                                                   " most 500, so containerd could not unpack it"):
+        OciLayoutSource(layout, "t").image()
+
+
+def test_a_manifest_of_exactly_the_limit_is_accepted(tmp_path):
+    layout = str(tmp_path / "oci")
+    good = write_layer(layout, [file("x", "x")])
+    write_image(layout, "t", [good] * OVERLAYFS_MAX_STACK, ["/x"])
+    assert len(OciLayoutSource(layout, "t").image().layers) == OVERLAYFS_MAX_STACK

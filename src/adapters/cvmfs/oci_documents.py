@@ -13,6 +13,7 @@ import json
 from typing import IO
 
 from snapmux.adapters.cvmfs.layers import parse_digest
+from snapmux.adapters.overlay.lowers import OVERLAYFS_MAX_STACK
 from snapmux.domain.errors import InvalidArgumentError
 
 MAX_DOCUMENT = 4 << 20
@@ -78,10 +79,17 @@ def descriptor_of(value: object, where: str, sized: bool = True) -> dict:
 
 
 def checked_manifest(document: dict, digest: str) -> dict:
-    """Every layer a descriptor of a layer media type; returns the config's."""
+    """Every layer a descriptor of a layer media type, and no more of them than containerd can
+    unpack (each layer's chain, and the chains a publish flattens, grow with the depth); returns
+    the config's."""
     layers = document.get("layers")
     if not isinstance(layers, list):
         raise InvalidArgumentError(f"manifest {digest}: layers is not a list")
+    if len(layers) > OVERLAYFS_MAX_STACK:
+        raise InvalidArgumentError(
+            f"manifest {digest} has {len(layers)} layers; overlayfs stacks at most {OVERLAYFS_MAX_STACK},"
+            " so containerd could not unpack it"
+        )
     for index, layer in enumerate(layers):
         descriptor_of(layer, f"manifest {digest} layer {index}")
         media_type = layer.get("mediaType")

@@ -5,7 +5,8 @@ Parents are listed nearest first. A parent adopted with whiteout shadows is moun
 but whiteouts side by side (the child's `wh-lower`, the parent's `wh-upper`), so they are merged
 into one, `<child>/wh-merged` (built once, beside the child's other entries): an image of n
 scanned layers costs 2n+1 lower directories, not 3n, which keeps 200 such layers under
-overlayfs's 500. A flattened chain (DUCC's `.chains`) holds its parents' files too: nothing
+overlayfs's 500 (OVERLAYFS_MAX_STACK: a deeper stack is refused by name rather than left to fail
+as the mount's bare EINVAL in containerd). A flattened chain (DUCC's `.chains`) holds its parents' files too: nothing
 below it is mounted. Over any adopted layer, `<root>/snapshots/hide` (one 0/0 whiteout,
 `.cvmfscatalog`) hides CVMFS's catalog markers, which DUCC leaves at the top of each layer.
 
@@ -30,11 +31,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from snapmux.adapters.overlay.sqlite_store import Link
+from snapmux.domain.errors import FailedPreconditionError
 
 CATALOG_MARKER = ".cvmfscatalog"
 SHORT_FORM_AT = 3072
 """lowerdir option length from which short names are used (a page is 4096; room for the rest)."""
 ROLES = {"fs": "", "wh-upper": "U", "wh-lower": "W", "wh-merged": "M"}
+OVERLAYFS_MAX_STACK = 500
+"""The kernel's OVL_MAX_STACK: the lower directories one overlay mount takes. containerd's unpacker
+mounts each layer's parents to apply it, so no image of more layers can be pulled either."""
 HIDER = "H"
 HIDER_DIR = "hide"
 """Under `snapshots/` like every other lower (Cleanup leaves it alone)."""
@@ -74,6 +79,11 @@ def stack(chain: Sequence[Link]) -> list[Lower]:
         lowers.append(Lower(link.id, "fs"))
         if link.shadows:
             lowers.append(Lower(link.id, "wh-merged" if parent is not None and merges(link, parent) else "wh-lower"))
+    if len(lowers) > OVERLAYFS_MAX_STACK:
+        raise FailedPreconditionError(
+            f"parent chain of {len(chain)} snapshots needs {len(lowers)} lower directories; overlayfs stacks at"
+            f" most {OVERLAYFS_MAX_STACK} (a flattened chain, DUCC's .chains, mounts as one)"
+        )
     return lowers
 
 
