@@ -36,7 +36,7 @@ from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter  # noqa: E402
 from snapmux.adapters.grpc.call_log import CallLogInterceptor  # noqa: E402
 from snapmux.adapters.grpc.errors import DomainErrorInterceptor  # noqa: E402
 from snapmux.adapters.grpc.method_wrapping import add_wrapped  # noqa: E402
-from snapmux.adapters.grpc.servicer import SnapshotsServicer  # noqa: E402
+from snapmux.adapters.grpc.servicer import add_snapshots_servicer  # noqa: E402
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter  # noqa: E402
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb  # noqa: E402
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc  # noqa: E402
@@ -75,9 +75,8 @@ async def snapmux_handlers(root: str, layers: str) -> tuple[_Handlers, OverlaySn
     await snapshots.commit("base", "base-a", GC_ROOT)
     await snapshots.prepare("active", "base", GC_ROOT)
     handlers = _Handlers()
-    servicer = SnapshotsServicer(MeasuredSnapshotService(snapshots, metrics))
-    add_wrapped(handlers, pb_grpc.add_SnapshotsServicer_to_server, servicer,  # type: ignore[arg-type]
-                [CallLogInterceptor(), DomainErrorInterceptor(caller_context=False)])
+    add_snapshots_servicer(handlers, MeasuredSnapshotService(snapshots, metrics),  # type: ignore[arg-type]
+                           [CallLogInterceptor(), DomainErrorInterceptor(caller_context=False)])
     return handlers, store
 
 
@@ -95,6 +94,7 @@ async def drive(handlers: _Handlers, op: str, calls: int) -> float:
     method, request = REQUESTS[op]
     handler, data, context = handlers.by_name[method], request.SerializeToString(), _Context()
     deserialize, behavior, serialize = handler.request_deserializer, handler.unary_unary, handler.response_serializer
+    serialize = serialize or bytes  # None: the handler answers serialized bytes, sent as they are
     for _ in range(200):  # warm: caches, memo, metric children
         serialize(await behavior(deserialize(data), context))
     started = time.perf_counter()

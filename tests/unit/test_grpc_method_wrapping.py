@@ -5,13 +5,15 @@ wrapper outermost; the health service is never wrapped."""
 from __future__ import annotations
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from snapmux.adapters.grpc import server as grpc_server
 from snapmux.adapters.grpc.client import GrpcSnapshotService
 from snapmux.adapters.grpc.health import SnapshotsHealth
-from snapmux.adapters.grpc.method_wrapping import SNAPSHOTS_METHODS, SnapshotsMethodInterceptor
+from snapmux.adapters.grpc.method_wrapping import SNAPSHOTS_METHODS, SnapshotsMethodInterceptor, add_wrapped
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer
+from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from tests.fakes.snapshots import InMemorySnapshotService
 
 
@@ -75,3 +77,28 @@ async def test_the_daemon_server_runs_no_grpc_interceptor_and_leaves_health_unwr
     finally:
         await channel.close()
         await server.stop(None)
+
+
+class Handlers:
+    """Stands in for the server: the handlers the service registers, by method name."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.by_name.update(handlers)
+
+
+def test_stat_and_mounts_answer_serialized_bytes_sent_as_they_are_and_the_rest_keep_their_serializers():
+    handlers = Handlers()
+    add_snapshots_servicer(handlers, InMemorySnapshotService(), [Recording("only", [])])  # type: ignore[arg-type]
+    assert {name for name, h in handlers.by_name.items() if h.response_serializer is None} == {"Stat", "Mounts"}
+
+
+def test_only_a_unary_method_can_answer_serialized_bytes():
+    with pytest.raises(ValueError, match="unary"):
+        add_wrapped(Handlers(), pb_grpc.add_SnapshotsServicer_to_server, pb_grpc.SnapshotsServicer(), [],  # type: ignore[arg-type]
+                    serialized=("List",))

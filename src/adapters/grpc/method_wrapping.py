@@ -9,7 +9,7 @@ the server's lookup of registered methods (measured with bench/hot_path_bench.py
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import grpc
@@ -44,13 +44,16 @@ def add_wrapped(
     add_to_server: Callable[[Any, Any], None],
     servicer: object,
     interceptors: Sequence[SnapshotsMethodInterceptor],
+    serialized: Collection[str] = (),
 ) -> None:
     """Registers `servicer` as the generated `add_to_server` does, every method's handler wrapped
-    by `interceptors` (the first outermost)."""
+    by `interceptors` (the first outermost). The methods named in `serialized` answer bytes
+    already serialized, which gRPC then sends as they are (no response serializer)."""
     registrations = _Registrations()
     add_to_server(servicer, registrations)
     for service, handlers in registrations.services:
-        wrapped = {name: _wrapped(handler, f"/{service}/{name}", interceptors) for name, handler in handlers.items()}
+        wrapped = {name: _wrapped(_answering_bytes(handler) if name in serialized else handler, f"/{service}/{name}",
+                                  interceptors) for name, handler in handlers.items()}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
         server.add_registered_method_handlers(service, wrapped)
 
@@ -61,3 +64,9 @@ def _wrapped(
     for interceptor in reversed(interceptors):
         handler = interceptor.wrap(handler, method)
     return handler
+
+
+def _answering_bytes(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if not handler.unary_unary:
+        raise ValueError("only a unary method can answer serialized bytes")
+    return grpc.unary_unary_rpc_method_handler(handler.unary_unary, handler.request_deserializer, None)
