@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from snapmux.adapters.cvmfs.layers import CvmfsLayerStore  # noqa: E402
 from snapmux.adapters.cvmfs.snapshotter import CvmfsSnapshotter  # noqa: E402
 from snapmux.adapters.grpc.call_log import CallLogInterceptor  # noqa: E402
+from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE  # noqa: E402
 from snapmux.adapters.grpc.errors import DomainErrorInterceptor  # noqa: E402
 from snapmux.adapters.grpc.method_wrapping import add_wrapped  # noqa: E402
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer  # noqa: E402
@@ -48,16 +50,17 @@ GC_ROOT = {GC_ROOT_LABEL: "2026-01-01T00:00:00Z"}
 
 
 class _Handlers:
-    """Stands in for grpc.aio.Server: keeps the handlers a service registers, by method name."""
+    """Stands in for grpc.aio.Server: keeps the generic handlers a service adds, finds a method's as gRPC does."""
 
     def __init__(self) -> None:
-        self.by_name: dict[str, Any] = {}
+        self.generic: list[Any] = []
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass
+        self.generic.extend(handlers)
 
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self.by_name.update(handlers)
+    def handler(self, method: str) -> Any:
+        details = SimpleNamespace(method=f"/{SNAPSHOTS_SERVICE}/{method}", invocation_metadata=())
+        return next(found for found in (generic.service(details) for generic in self.generic) if found is not None)
 
 
 class _Context:
@@ -92,7 +95,7 @@ REQUESTS = {"stat": ("Stat", pb.StatSnapshotRequest(key="base")), "mounts": ("Mo
 async def drive(handlers: _Handlers, op: str, calls: int) -> float:
     """Microseconds per call: bytes in, handler awaited, bytes out, as grpc.aio does it."""
     method, request = REQUESTS[op]
-    handler, data, context = handlers.by_name[method], request.SerializeToString(), _Context()
+    handler, data, context = handlers.handler(method), request.SerializeToString(), _Context()
     deserialize, behavior, serialize = handler.request_deserializer, handler.unary_unary, handler.response_serializer
     serialize = serialize or bytes  # None: the handler answers serialized bytes, sent as they are
     for _ in range(200):  # warm: caches, memo, metric children
