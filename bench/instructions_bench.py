@@ -7,7 +7,10 @@ On 2 shared cores, times and CPU per call (bench/hot_path_bench.py) swing by 10-
 to the next; the instructions a server executes per call repeat within a few percent, so a change of a
 few microseconds per call shows. Each target runs under callgrind with instrumentation off until a
 warm-up run of bench/go/loadclient is done; then one client makes --calls calls, and the figure is
-the process's instructions (all threads, setup of the run's snapshots included) over those calls.
+the process's instructions (all threads, setup of the run's snapshots included) over those calls,
+and beside it those of the event loop's thread alone ("loop"): gRPC core's own threads wake by the
+clock as well as by the calls, so their share moves by several thousand per call from one run to
+the next with the machine's load, while the loop thread's repeats within a few hundred.
 Targets: floor-uv (bench/grpc_floor.py on uvloop: Python's floor), cvmfs (this checkout), before
 (--before REV, the same daemon from that revision).
 """
@@ -51,13 +54,14 @@ def argvs(work: Path, before: str | None, stack: ExitStack) -> dict[str, tuple[l
 
 
 def count(binary: Path, work: Path, name: str, argv: list[str], env: dict[str, str] | None, op: str,
-          calls: int) -> float:
-    """Instructions per call of one target for one operation (a fresh process each time)."""
+          calls: int) -> tuple[float, float]:
+    """Instructions per call of one target for one operation, all threads and the loop's (a fresh process each time)."""
     out = work / f"{name}-{op}"
     out.mkdir()
     sock = work / f"{name}.sock"
     sock.unlink(missing_ok=True)  # the floor leaves its socket behind
-    grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p", *argv]
+    grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+             f"--callgrind-out-file={out}/cg.%p", *argv]
     daemon = Daemon(grind, out / "log", env).start(lambda: unix_socket_listening(sock), STARTUP_SECONDS)
     try:
         assert daemon.process is not None
@@ -74,16 +78,21 @@ def count(binary: Path, work: Path, name: str, argv: list[str], env: dict[str, s
     finally:
         daemon.stop(120)
     answered = sum(step["count"] for step in json.loads(done.stdout)["steps"].values())
-    return _totals(out) / answered
+    threads = _totals(out)
+    return sum(threads.values()) / answered, threads["01"] / answered
 
 
-def _totals(out: Path) -> int:
-    """The `totals:` line of the dump callgrind_control -d wrote (its first part: `cg.PID.1`)."""
-    [dump] = glob.glob(str(out / "cg.*.1"))
-    for line in Path(dump).read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dump}")
+def _totals(out: Path) -> dict[str, int]:
+    """Each thread's `totals:` line of the dump callgrind_control -d wrote (`cg.PID.1-NN`; 01 is the main thread,
+    which runs the event loop)."""
+    totals = {}
+    for dump in glob.glob(str(out / "cg.*.1-*")):
+        for line in Path(dump).read_text().splitlines():
+            if line.startswith("totals:"):
+                totals[dump.rsplit("-", 1)[1]] = int(line.split()[1])
+    if "01" not in totals:
+        raise RuntimeError(f"no main thread's totals under {out}")
+    return totals
 
 
 def main() -> int:
@@ -94,19 +103,20 @@ def main() -> int:
     args = parser.parse_args()
     binary = harness.build()
     print(f"instructions_bench {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {harness.machine()}")
-    figures: dict[tuple[str, str], float] = {}
+    figures: dict[tuple[str, str], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="instructions-bench-") as tmp, ExitStack() as stack:
         targets = argvs(Path(tmp), args.before, stack)
         for op in args.ops:
             for name, (argv, env) in targets.items():
                 figures[(name, op)] = count(binary, Path(tmp), name, argv, env, op, args.calls)
     names = list(targets)
-    rows = [[op, *(f"{figures[(n, op)] / 1000:.1f}" for n in names),
-             ratio(figures[("cvmfs", op)], figures[("floor-uv", op)]),
-             *([ratio(figures[("cvmfs", op)], figures[("before", op)])] if "before" in names else [])]
-            for op in args.ops]
-    print(f"\n1 client, {args.calls} calls: server instructions per call, thousands\n")
-    print(table(["op", *names, "cvmfs/floor-uv", *(["cvmfs/before"] if "before" in names else [])], rows))
+    for part, title in ((0, "server instructions per call (all threads)"), (1, "instructions per call of the loop thread")):
+        rows = [[op, *(f"{figures[(n, op)][part] / 1000:.1f}" for n in names),
+                 ratio(figures[("cvmfs", op)][part], figures[("floor-uv", op)][part]),
+                 *([ratio(figures[("cvmfs", op)][part], figures[("before", op)][part])] if "before" in names else [])]
+                for op in args.ops]
+        print(f"\n1 client, {args.calls} calls: {title}, thousands\n")
+        print(table(["op", *names, "cvmfs/floor-uv", *(["cvmfs/before"] if "before" in names else [])], rows))
     return 0
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 from snapmux.domain import errors as e
 from snapmux.domain import metrics as m
 from snapmux.domain.labels import REF_LABEL
 from snapmux.domain.model import Info, Kind, Mount, Usage
 from snapmux.domain.ports import SnapshotRelay, SnapshotService
+
+T = TypeVar("T")
 
 
 def code_of(error: BaseException) -> str:
@@ -46,63 +48,74 @@ class CallTimer:
 
 
 class MeasuredSnapshotService:
-    """SnapshotService decorator: every call counted by code and timed; remote hits and fallbacks."""
+    """SnapshotService decorator: every call counted by code and timed; remote hits and fallbacks.
+
+    A unary method hands back `_timed`'s coroutine around the inner call's, so each call has one
+    frame of ours and no context manager: `with CallTimer` cost a Stat more than its own lookup
+    (an object and three method calls; measured in instructions per call). List, a stream, keeps
+    `CallTimer`, which also hears a reader that stopped early."""
 
     def __init__(self, inner: SnapshotService, metrics: m.MetricsRegistry, service: str = "snapshots") -> None:
         self._inner, self._metrics, self._service = inner, metrics, service
+        self._observe = metrics.observe_call
 
-    def _timer(self, method: str) -> CallTimer:
-        return CallTimer(self._metrics, self._service, method)
+    async def _timed(self, method: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await call
+        except BaseException as error:
+            self._observe(self._service, method, code_of(error), time.perf_counter() - started)
+            raise
+        self._observe(self._service, method, m.OK, time.perf_counter() - started)
+        return result
 
-    async def stat(self, key: str) -> Info:
-        with self._timer("Stat"):
-            return await self._inner.stat(key)
+    def stat(self, key: str) -> Coroutine[Any, Any, Info]:
+        return self._timed("Stat", self._inner.stat(key))
 
-    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
-        with self._timer("Update"):
-            return await self._inner.update(info, fieldpaths)
+    def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Coroutine[Any, Any, Info]:
+        return self._timed("Update", self._inner.update(info, fieldpaths))
 
-    async def usage(self, key: str) -> Usage:
-        with self._timer("Usage"):
-            return await self._inner.usage(key)
+    def usage(self, key: str) -> Coroutine[Any, Any, Usage]:
+        return self._timed("Usage", self._inner.usage(key))
 
-    async def mounts(self, key: str) -> list[Mount]:
-        with self._timer("Mounts"):
-            return await self._inner.mounts(key)
+    def mounts(self, key: str) -> Coroutine[Any, Any, list[Mount]]:
+        return self._timed("Mounts", self._inner.mounts(key))
 
-    async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
+    def prepare(
+        self, key: str, parent: str = "", labels: Mapping[str, str] | None = None
+    ) -> Coroutine[Any, Any, list[Mount]]:
+        return self._timed("Prepare", self._prepare(key, parent, labels))
+
+    async def _prepare(self, key: str, parent: str, labels: Mapping[str, str] | None) -> list[Mount]:
         remote = bool(labels) and REF_LABEL in labels  # type: ignore[operator]
-        with self._timer("Prepare"):
-            try:
-                mounts = await self._inner.prepare(key, parent, labels)
-            except e.AlreadyExistsError:
-                if remote:  # containerd's remote-snapshot signal: the layer is already there (CVMFS)
-                    self._metrics.count(m.REMOTE_SNAPSHOT_HITS)
-                raise
-            if remote:  # a plain active snapshot: containerd downloads and unpacks the layer
-                self._metrics.count(m.REMOTE_SNAPSHOT_FALLBACKS)
-            return mounts
+        try:
+            mounts = await self._inner.prepare(key, parent, labels)
+        except e.AlreadyExistsError:
+            if remote:  # containerd's remote-snapshot signal: the layer is already there (CVMFS)
+                self._metrics.count(m.REMOTE_SNAPSHOT_HITS)
+            raise
+        if remote:  # a plain active snapshot: containerd downloads and unpacks the layer
+            self._metrics.count(m.REMOTE_SNAPSHOT_FALLBACKS)
+        return mounts
 
-    async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        with self._timer("View"):
-            return await self._inner.view(key, parent, labels)
+    def view(
+        self, key: str, parent: str = "", labels: Mapping[str, str] | None = None
+    ) -> Coroutine[Any, Any, list[Mount]]:
+        return self._timed("View", self._inner.view(key, parent, labels))
 
-    async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
-        with self._timer("Commit"):
-            await self._inner.commit(name, key, labels)
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> Coroutine[Any, Any, None]:
+        return self._timed("Commit", self._inner.commit(name, key, labels))
 
-    async def remove(self, key: str) -> None:
-        with self._timer("Remove"):
-            await self._inner.remove(key)
+    def remove(self, key: str) -> Coroutine[Any, Any, None]:
+        return self._timed("Remove", self._inner.remove(key))
 
     async def walk(self, filters: Sequence[str] = ()) -> AsyncIterator[Info]:
-        with self._timer("List"):
+        with CallTimer(self._metrics, self._service, "List"):
             async for info in self._inner.walk(filters):
                 yield info
 
-    async def cleanup(self) -> None:
-        with self._timer("Cleanup"):
-            await self._inner.cleanup()
+    def cleanup(self) -> Coroutine[Any, Any, None]:
+        return self._timed("Cleanup", self._inner.cleanup())
 
 
 class MeasuredSnapshotRelay:

@@ -54,3 +54,28 @@ async def test_a_read_only_overlay_of_one_lower_is_a_read_only_bind_without_reso
     assert await CvmfsSnapshotter(FixedMounts([view]), None).mounts("k") == [  # type: ignore[arg-type]
         Mount("bind", "/r/3/fs", "", ("ro", "rbind"))]
     assert resolved == []
+
+
+async def test_a_mount_is_looked_at_once_per_object_and_anew_when_it_changes(monkeypatch):
+    looked: list[Mount] = []
+    lowerdir = module._lowerdir
+    monkeypatch.setattr(module, "_lowerdir", lambda mount: looked.append(mount) or lowerdir(mount))
+    view = Mount("overlay", "overlay", "", ("index=off", "lowerdir=/r/3/fs"))
+    inner = FixedMounts([view])
+    snapshotter = CvmfsSnapshotter(inner, None)  # type: ignore[arg-type]
+    first, second = await snapshotter.mounts("k"), await snapshotter.mounts("k")
+    assert first == second == [Mount("bind", "/r/3/fs", "", ("ro", "rbind"))] and looked == [view]
+    changed = Mount("overlay", "overlay", "", ("index=off", "lowerdir=/r/4/fs"))
+    inner._mounts = [changed]
+    assert await snapshotter.mounts("k") == [Mount("bind", "/r/4/fs", "", ("ro", "rbind"))]
+    assert looked == [view, changed]
+
+
+async def test_several_lowers_are_resolved_on_every_call(resolved):
+    """Where their paths lead may change (a layer put back): nothing of them is kept."""
+    view = Mount("overlay", "overlay", "", ("index=off", "lowerdir=/r/3/fs:/r/2/fs"))
+    snapshotter = CvmfsSnapshotter(FixedMounts([view]), None)  # type: ignore[arg-type]
+    await snapshotter.mounts("k")
+    once = len(resolved)
+    await snapshotter.mounts("k")
+    assert once and len(resolved) == 2 * once

@@ -4,14 +4,18 @@ wrapper outermost; the health service is never wrapped."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from snapmux.adapters.grpc import server as grpc_server
 from snapmux.adapters.grpc.client import GrpcSnapshotService
 from snapmux.adapters.grpc.health import SnapshotsHealth
-from snapmux.adapters.grpc.method_wrapping import SNAPSHOTS_METHODS, SnapshotsMethodInterceptor
+from snapmux.adapters.grpc.method_wrapping import SNAPSHOTS_METHODS, SnapshotsMethodInterceptor, add_wrapped
 from snapmux.adapters.grpc.servicer import add_snapshots_servicer
+from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc as pb_grpc
 from tests.fakes.snapshots import InMemorySnapshotService
 
 
@@ -75,3 +79,46 @@ async def test_the_daemon_server_runs_no_grpc_interceptor_and_leaves_health_unwr
     finally:
         await channel.close()
         await server.stop(None)
+
+
+METHODS = [method.name for method in snapshots_pb2.DESCRIPTOR.services_by_name["Snapshots"].methods]
+
+
+class Handlers:
+    """Stands in for the server: generic handlers only, found by method as gRPC does. A registered
+    method would cost every call (grpc.aio's server loop waits on a request per registered method)."""
+
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers) -> None:  # type: ignore[no-untyped-def]
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service, handlers) -> None:  # type: ignore[no-untyped-def]
+        raise AssertionError(f"{service}: registered methods")
+
+    def handler(self, method: str) -> grpc.RpcMethodHandler | None:
+        details = SimpleNamespace(method=method, invocation_metadata=())
+        return next((found for found in (g.service(details) for g in self.generic) if found is not None), None)
+
+
+def test_stat_and_mounts_answer_serialized_bytes_sent_as_they_are_and_the_rest_keep_their_serializers():
+    handlers = Handlers()
+    add_snapshots_servicer(handlers, InMemorySnapshotService(), [Recording("only", [])])  # type: ignore[arg-type]
+    found = {name: handlers.handler(SNAPSHOTS_METHODS + name) for name in METHODS}
+    assert all(found.values()) and len(found) == 10
+    assert {name for name, h in found.items() if h.response_serializer is None} == {"Stat", "Mounts"}
+
+
+def test_services_are_added_as_generic_handlers_only():
+    handlers = Handlers()
+    add_snapshots_servicer(handlers, InMemorySnapshotService(), [])  # type: ignore[arg-type]
+    SnapshotsHealth().add_to(handlers)  # type: ignore[arg-type]
+    assert handlers.handler("/grpc.health.v1.Health/Check") is not None
+    assert handlers.handler(SNAPSHOTS_METHODS + "Stat") is not None
+
+
+def test_only_a_unary_method_can_answer_serialized_bytes():
+    with pytest.raises(ValueError, match="unary"):
+        add_wrapped(Handlers(), pb_grpc.add_SnapshotsServicer_to_server, pb_grpc.SnapshotsServicer(), [],  # type: ignore[arg-type]
+                    serialized=("List",))

@@ -27,9 +27,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from snapmux.adapters.cvmfs.chains import next_chain_id
 from snapmux.adapters.cvmfs.layers import (
@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 CHAIN_MEMO_SIZE = 100_000
 
+SERVED_KEPT = 1024
+"""Mounts kept as served (`_served_on_loop`): the snapshots being mounted at once, with room to spare."""
+
 
 class AdoptingSnapshotService(SnapshotService, Protocol):
     """The local snapshotter, plus adopting an existing read-only directory as a committed snapshot."""
@@ -86,6 +89,7 @@ class CvmfsSnapshotter:
         self._store = store
         self._metrics = metrics
         self._chains: dict[str, str | None] = {}
+        self._kept: dict[int, tuple[Mount, Mount]] = {}
 
     async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         target = (labels or {}).get(REF_LABEL, "")
@@ -146,10 +150,33 @@ class CvmfsSnapshotter:
         return chain
 
     async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        return await self._lowers_deduplicated(await self._inner.view(key, parent, labels))
+        mounts = await self._inner.view(key, parent, labels)
+        served = self._served_on_loop(mounts)
+        return served if served is not None else await self._lowers_deduplicated(mounts)
 
     async def mounts(self, key: str) -> list[Mount]:
-        return await self._lowers_deduplicated(await self._inner.mounts(key))
+        mounts = await self._inner.mounts(key)
+        served = self._served_on_loop(mounts)
+        return served if served is not None else await self._lowers_deduplicated(mounts)
+
+    def _served_on_loop(self, mounts: list[Mount]) -> list[Mount] | None:
+        """Each mount as served, kept by its identity: the overlay snapshotter plans a snapshot's
+        mounts once and answers with the same objects, so the options are looked at once, not on
+        every Mounts (measured in instructions per call). None when a mount has several lowers:
+        deduplicating those resolves paths, which blocks and may change."""
+        served = []
+        for mount in mounts:
+            known = self._kept.get(id(mount))
+            if known is None or known[0] is not mount:
+                lowerdir = _lowerdir(mount)
+                if lowerdir is not None and ":" in lowerdir:
+                    return None
+                if len(self._kept) >= SERVED_KEPT:
+                    self._kept.clear()
+                known = self._kept[id(mount)] = (mount, mount if lowerdir is None else
+                                                 _one_lower(mount, lowerdir[len("lowerdir=") :]))
+            served.append(known[1])
+        return served
 
     async def _ensure_reachable(self, info: Info) -> None:
         """For restore(): the layout layer behind one remote snapshot is still there."""
@@ -192,8 +219,9 @@ class CvmfsSnapshotter:
             log.exception("restoring remote snapshots stopped early")
         return RestoreReport(available, tuple(unavailable))
 
-    async def stat(self, key: str) -> Info:
-        return await self._inner.stat(key)
+    def stat(self, key: str) -> Coroutine[Any, Any, Info]:
+        """The inner snapshotter's own coroutine: no frame of ours on every Stat."""
+        return self._inner.stat(key)
 
     async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
         return await self._inner.update(info, fieldpaths)

@@ -4,19 +4,23 @@ Never the global registry: each daemon (and each test) owns its registry, so
 two snapshotters in one process, or one test after another, never share series.
 Metrics are created on first use from their domain spec; declaring specs up
 front makes label-less ones visible at 0 before anything happens. Every call a
-daemon serves passes through `observe_call`, so its children (requests, errors,
-latency) are resolved once per (service, method, code) and kept: prometheus-client's
-`labels()` takes a lock and builds a key on every use.
+daemon serves passes through `observe_call`, which counts in plain Python
+(`calls.CallsCollector`, registered in the same registry) rather than through
+prometheus-client's locked metrics; the series a scrape sees are the same.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from snapmux.adapters.prometheus.calls import CallsCollector
 from snapmux.domain import metrics as m
+
+CALL_SPECS = (m.REQUESTS, m.REQUEST_ERRORS)
+"""Counted by `observe_call` only (`CallsCollector`): a second metric of the same name would export twice."""
 
 
 class PrometheusMetricsRegistry:
@@ -24,18 +28,15 @@ class PrometheusMetricsRegistry:
         self.registry = registry
         self._metrics: dict[str, tuple[object, Counter | Gauge]] = {}
         self._lock = threading.Lock()
-        self._calls: dict[tuple[str, str, str], Callable[[float], None]] = {}
-        self._duration = Histogram(
-            m.REQUEST_DURATION_NAME,
-            m.REQUEST_DURATION_HELP,
-            ("service", "method"),
-            registry=registry,
-            buckets=m.REQUEST_DURATION_BUCKETS,
-        )
+        self._calls = CallsCollector()
+        registry.register(self._calls)
+        self.observe_call = self._calls.observe  # type: ignore[method-assign]  # bound once: one frame less per call
         for spec in declared:
             self._metric(spec)
 
     def _metric(self, spec: m.CounterSpec | m.GaugeSpec) -> Counter | Gauge:
+        if spec in CALL_SPECS:
+            raise ValueError(f"metric {spec.name} counts calls: observe_call records it")
         with self._lock:
             known = self._metrics.get(spec.name)
             if known is not None:
@@ -55,25 +56,8 @@ class PrometheusMetricsRegistry:
         return metric.labels(**labels) if spec.labels else metric
 
     def observe_call(self, service: str, method: str, code: str, seconds: float) -> None:
-        observe = self._calls.get((service, method, code))
-        if observe is None:
-            observe = self._calls[(service, method, code)] = self._call_observer(service, method, code)
-        observe(seconds)
-
-    def _call_observer(self, service: str, method: str, code: str) -> Callable[[float], None]:
-        """The three children one kind of call updates, bound once."""
-        labels = {"service": service, "method": method, "code": code}
-        requests = self._child(m.REQUESTS, labels)
-        errors = self._child(m.REQUEST_ERRORS, labels) if code != m.OK else None
-        duration = self._duration.labels(service=service, method=method)
-
-        def observe(seconds: float) -> None:
-            requests.inc()
-            if errors is not None:
-                errors.inc()
-            duration.observe(seconds)
-
-        return observe
+        """Replaced in __init__ by the collector's own bound `observe`; kept for the port's shape."""
+        self._calls.observe(service, method, code, seconds)
 
     def count(self, counter: m.CounterSpec, labels: Mapping[str, str] | None = None, amount: float = 1.0) -> None:
         if not isinstance(counter, m.CounterSpec):
