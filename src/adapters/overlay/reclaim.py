@@ -74,7 +74,8 @@ class Reclaimer:
     def set_aside_unowned(self, tx: Transaction) -> Written[list[str | None]]:
         """A write job: on the writer thread, with reservations paused, so no directory is
         half-built while we look; directories held in reserve are not unowned."""
-        with self._reservations.paused() if self._reservations else contextlib.nullcontext(set()) as reserved:
+        paused = self._reservations.paused() if self._reservations is not None else contextlib.nullcontext(set())
+        with paused as reserved:
             ids = tx.ids()
             self._layout.lowers.prune(ids)
             kept = {str(sid) for sid in ids} | reserved

@@ -53,6 +53,10 @@ class Reservations:
         self._thread = threading.Thread(target=self._serve, name="snapshots-reserve", daemon=True)
         self._thread.start()
 
+    def ready(self) -> int:
+        """How many are ready to be taken (a method, not __len__: an empty reserve is still one)."""
+        return len(self._ready)
+
     def allocate(self) -> int:
         """An id for a snapshot that takes no reservation: above every reserved one."""
         with self._lock:
