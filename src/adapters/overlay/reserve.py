@@ -30,8 +30,13 @@ RESERVED = 4
 """How many the daemon keeps ready: a burst of Prepares beyond it builds its own, as without."""
 
 QUIET_S = 0.002
-"""Building waits until no write was asked for this long: its syncs would otherwise delay the
-next write (a Commit right after its Prepare) by what they save the Prepare."""
+"""Building waits until no write was asked for or answered for this long: its syncs would
+otherwise delay the next write (a Commit right after its Prepare) by what they save the Prepare.
+Back-to-back writes thus build as without reservations; a Prepare reaching a quiet daemon (as
+`ctr run` does) takes one."""
+
+LOOK_S = 0.05
+"""The longest wait between looks for a quiet moment under steady writes."""
 
 
 class Reservations:
@@ -49,7 +54,7 @@ class Reservations:
         self._stopped = False
         self._failed = False
         self.last_write = 0.0
-        """time.monotonic() of the last write asked for; set by the loop, read here (a float: atomic)."""
+        """time.monotonic() of the last write asked for or answered; set by the loop, read here (a float: atomic)."""
         self._thread = threading.Thread(target=self._serve, name="snapshots-reserve", daemon=True)
         self._thread.start()
 
@@ -67,8 +72,9 @@ class Reservations:
         """A reserved id whose `fs` is owned by `owner` (uid, gid; None: any), or None. Its
         marker is removed; the caller inserts the row under it, or discards the directory."""
         with self._lock:
+            if self._failed or len(self._ready) >= self._size:  # the builder sleeps until told
+                self._wake.notify()  # (it then waits for a quiet moment)
             self._failed = False  # a failed build is tried again once more are wanted
-            self._wake.notify()  # it waits for a quiet moment first
             if not self._ready or (owner is not None and self._ready[0][1:] != owner):
                 return None  # a parent owned by another user: its upper dir must be chowned and synced
             snapshot_id = self._ready.popleft()[0]
@@ -93,17 +99,25 @@ class Reservations:
             self._layout.discard_id(self._ready.popleft()[0])
 
     def _serve(self) -> None:
-        while True:
-            with self._lock:
-                while not self._stopped and (self._failed or len(self._ready) >= self._size or self._busy()):
-                    self._wake.wait(QUIET_S if not self._failed and len(self._ready) < self._size else None)
-                if self._stopped:
-                    return
+        while self._await_quiet():
             with self._building:
                 self._reserve_one()
 
-    def _busy(self) -> bool:
-        return time.monotonic() - self.last_write < QUIET_S
+    def _await_quiet(self) -> bool:
+        """Until one is wanted and writes have paused; False once stopped. Under steady writes it
+        looks again after ever longer waits (up to LOOK_S), so it costs the loop next to nothing."""
+        wait = QUIET_S
+        with self._lock:
+            while not self._stopped:
+                if self._failed or len(self._ready) >= self._size:
+                    self._wake.wait()
+                    wait = QUIET_S
+                elif time.monotonic() - self.last_write < QUIET_S:
+                    self._wake.wait(wait)
+                    wait = min(wait * 2, LOOK_S)
+                else:
+                    return True
+        return False
 
     def _reserve_one(self) -> None:
         snapshot_id = self.allocate()

@@ -120,8 +120,7 @@ class OverlaySnapshotter:
     async def _write(self, function: Callable[..., Written[T]], *args: object) -> T:
         """Runs `function(tx, *args)` on the writer thread, in a batch's transaction. A full disk
         (a directory not made, a COMMIT refused) leaves nothing behind and says so to the caller."""
-        if self._reservations is not None:
-            self._reservations.last_write = time.monotonic()
+        self._quiet_from_now()
         try:
             return await self._writer.submit(lambda tx: function(tx, *args))
         except (OSError, sqlite3.Error) as error:
@@ -129,6 +128,13 @@ class OverlaySnapshotter:
             if full is None:
                 raise
             raise full from None
+        finally:
+            self._quiet_from_now()
+
+    def _quiet_from_now(self) -> None:
+        """Reservations are built once no write was asked for or answered for a while (`QUIET_S`)."""
+        if self._reservations is not None:
+            self._reservations.last_write = time.monotonic()
 
     async def _read(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(function, *args))
