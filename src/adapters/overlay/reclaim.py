@@ -81,6 +81,6 @@ class Reclaimer:
             kept = {str(sid) for sid in ids} | reserved
             layout = self._layout
             paths = [os.path.join(layout.snapshots_dir, name) for name in layout.entries() if name not in kept]
-            if not any(row.source for row in tx.rows()):  # no adopted layer left for the hider to cover
+            if not tx.any_adopted():  # no adopted layer left for the hider to cover
                 paths.append(layout.lowers.hider)
             return Written([self._set_aside(path) for path in paths if path not in self._deleting])

@@ -143,6 +143,9 @@ class Transaction:
         for values in self._db.execute(_SELECT + " ORDER BY s.id"):
             yield _row(values)
 
+    def any_adopted(self) -> bool:
+        return self._db.execute("SELECT 1 FROM snapshots WHERE source != '' LIMIT 1").fetchone() is not None
+
     def ids(self) -> set[int]:
         return {sid for (sid,) in self._db.execute("SELECT id FROM snapshots")}
 
