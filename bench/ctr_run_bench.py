@@ -109,7 +109,7 @@ def main() -> int:
             ctrd.ctr("images", "import", "--base-name", base, "--snapshotter", name, str(archive))
             images[name] = f"{base}:latest"
         samples: dict[tuple[str, str], list[float]] = {(n, p): [] for n in images for p in PHASES}
-        one_round(ctrd, images, -1, {key: [] for key in samples})  # box names from 0  # warm-up: first mounts, page cache
+        one_round(ctrd, images, -1, {key: [] for key in samples})  # warm-up: first mounts, page cache
         for n in range(args.runs):
             one_round(ctrd, images, n, samples)
         print(f"\n`ctr` through containerd, p50 / p90 of {args.runs} alternating rounds, ms\n")

@@ -159,7 +159,8 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", default=[], help="measure only these (names above)")
     parser.add_argument("--ctr-runs", type=int, default=7, help="`ctr run --rm` per snapshotter (0: none)")
     parser.add_argument("--gap-ms", type=float, default=0.0,
-                        help="quiet time before each call or prepare cycle, unmeasured (an idle daemon, as ctr run finds it)")
+                        help="quiet time before each call or prepare cycle, unmeasured (an idle daemon, as"
+                             " ctr run finds it)")
     args = parser.parse_args()
     binary = harness.build()
     text = io.StringIO()

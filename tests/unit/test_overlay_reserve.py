@@ -52,7 +52,8 @@ async def reserved(snapshotter: OverlaySnapshotter, count: int) -> None:
 
 
 def marked(layout: Layout) -> set[str]:
-    return {name for name in layout.entries() if os.path.lexists(os.path.join(layout.snapshots_dir, name, RESERVED_MARK))}
+    return {name for name in layout.entries()
+            if os.path.lexists(os.path.join(layout.snapshots_dir, name, RESERVED_MARK))}
 
 
 async def test_a_prepare_that_takes_a_reservation_commits_without_a_directory_fsync(tmp_path):

@@ -49,7 +49,8 @@ class WriteJobs:
             snapshot_id = self._claim(reserved, lambda: tx.insert(kind, key, base, labels, snapshot_id=reserved))
         else:
             staged = self.layout.build(kind == Kind.ACTIVE, owner_of)
-            snapshot_id = self._install(staged, lambda: tx.insert(kind, key, base, labels, snapshot_id=self._allocate()))
+            snapshot_id = self._install(
+                staged, lambda: tx.insert(kind, key, base, labels, snapshot_id=self._allocate()))
         mounts = mounts_for(self.layout, self._options, kind, snapshot_id, chain)
         return Written(mounts, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id),
                        synced=reserved is not None)

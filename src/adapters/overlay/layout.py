@@ -131,7 +131,8 @@ class Layout:
         return staged
 
     def mark_reserved(self, staged: str) -> None:
-        os.close(os.open(os.path.join(staged, RESERVED_MARK), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        os.close(os.open(os.path.join(staged, RESERVED_MARK), flags, 0o600))
 
     def unmark_reserved(self, snapshot_id: int) -> None:
         os.unlink(os.path.join(self.path(snapshot_id), RESERVED_MARK))

@@ -2,9 +2,11 @@
 
 Writes run on one dedicated thread with group commit (`writer.BatchingWriter`:
 SQLite has one writer anyway, and it makes Cleanup's scan race-free against
-directories being built). Reads are answered from `MetadataCache` on the event
-loop; filesystem work (usage walks, adopted-source checks, rmtree) goes to a
-small thread pool, so a hanging CVMFS mount never holds up the writer.
+directories being built), as the jobs of `jobs.py`; with `reserve`, active snapshots'
+directories are built ahead of Prepare by a background thread (`reserve.py`). Reads
+are answered from `MetadataCache` on the event loop; filesystem work (usage walks,
+adopted-source checks, rmtree) goes to a small thread pool, so a hanging CVMFS mount
+never holds up the writer.
 Directories are deleted only after the metadata change is committed (`reclaim`), so
 a crash at any point leaves either a consistent snapshot or an unowned directory
 that Cleanup reclaims.

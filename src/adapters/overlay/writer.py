@@ -3,8 +3,9 @@
 Each write is a job run inside a SAVEPOINT of the batch's transaction, so a job
 that fails is rolled back alone and its caller gets its error. Directories a
 job renames into place are made durable by one directory fsync before the
-single COMMIT (none for a directory reserved and synced ahead, `reserve.py`); if that COMMIT fails, every job's `undo` takes its directory away
-and every caller gets the error. Under load this turns N fsync pairs into one,
+single COMMIT (none is needed for a directory reserved and synced ahead,
+`reserve.py`); if that COMMIT fails, every job's `undo` takes its directory
+away and every caller gets the error. Under load this turns N fsync pairs into one,
 which is what keeps concurrent writers close to containerd's own latency.
 """
 
