@@ -178,3 +178,17 @@ async def test_a_prepare_waits_for_nothing_when_the_reserve_is_empty(tmp_path, r
         assert len({row.id for row in snapshotter._cache.rows()}) == 10
     finally:
         await snapshotter.close()
+
+
+async def test_a_reservation_gone_from_under_it_is_skipped_and_reclaimed(tmp_path):
+    snapshotter, layout = await opened(tmp_path, reserve=1)
+    try:
+        await reserved(snapshotter, 1)
+        [lost] = marked(layout)
+        os.unlink(os.path.join(layout.snapshots_dir, lost, RESERVED_MARK))  # as if someone meddled
+        await snapshotter.prepare("a")
+        assert str(snapshotter._cache.get("a").id) != lost
+        await snapshotter.cleanup()
+        assert lost not in layout.entries()
+    finally:
+        await snapshotter.close()

@@ -78,7 +78,11 @@ class Reservations:
             if not self._ready or (owner is not None and self._ready[0][1:] != owner):
                 return None  # a parent owned by another user: its upper dir must be chowned and synced
             snapshot_id = self._ready.popleft()[0]
-        self._layout.unmark_reserved(snapshot_id)  # not synced: a lost unlink only hides it from has_snapshot_dirs
+        try:
+            self._layout.unmark_reserved(snapshot_id)  # not synced: a lost unlink only hides it from has_snapshot_dirs
+        except OSError as error:  # not ours to use any more: the caller builds its own
+            log.warning("reserved snapshot directory %s is unusable (Cleanup reclaims it): %s", snapshot_id, error)
+            return None
         return snapshot_id
 
     @contextlib.contextmanager
