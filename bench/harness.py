@@ -62,9 +62,10 @@ class Cells:
 
 
 def run_load(binary: Path, target: Target, op: str, clients: int, seconds: float, namespace: str = "bench",
-             populate: int = 0) -> dict:  # type: ignore[type-arg]
+             populate: int = 0, gap_ms: float = 0.0) -> dict:  # type: ignore[type-arg]
+    """`gap_ms`: quiet time before each call or cycle (unmeasured), for calls that reach an idle daemon."""
     argv = [str(binary / "loadclient"), "-address", target.address, "-op", op, "-clients", str(clients),
-            "-duration", f"{seconds}s", "-namespace", namespace]
+            "-duration", f"{seconds}s", "-namespace", namespace, "-gap", f"{gap_ms}ms"]
     if target.snapshotter:
         argv += ["-snapshotter", target.snapshotter]
     if target.pids:
@@ -80,14 +81,15 @@ def run_load(binary: Path, target: Target, op: str, clients: int, seconds: float
 
 
 def measure(binary: Path, targets: Sequence[Target], ops: Iterable[str], clients: Iterable[int], rounds: int,
-            seconds: float, cells: Cells, populate: int = 0) -> Cells:
+            seconds: float, cells: Cells, populate: int = 0, gap_ms: float = 0.0) -> Cells:
     """Every target of a cell back to back, order rotated each round."""
     for count in clients:
         for op in ops:
             for n in range(rounds):
                 order = [*targets[n % len(targets):], *targets[:n % len(targets)]]
                 for target in order:
-                    cells.add(target.name, op, count, run_load(binary, target, op, count, seconds, populate=populate))
+                    cells.add(target.name, op, count,
+                              run_load(binary, target, op, count, seconds, populate=populate, gap_ms=gap_ms))
     return cells
 
 

@@ -158,15 +158,20 @@ def main() -> int:
     parser.add_argument("--no-demux", action="store_true")
     parser.add_argument("--targets", nargs="+", default=[], help="measure only these (names above)")
     parser.add_argument("--ctr-runs", type=int, default=7, help="`ctr run --rm` per snapshotter (0: none)")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="quiet time before each call or prepare cycle, unmeasured (an idle daemon, as"
+                             " ctr run finds it)")
     args = parser.parse_args()
     binary = harness.build()
     text = io.StringIO()
     header = f"hot_path_bench {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {harness.machine()}"
+    header += f", {args.gap_ms:g} ms quiet before each call or cycle" if args.gap_ms else ""
     print(header)
     cells = Cells()
     with tempfile.TemporaryDirectory(prefix="hot-path-bench-") as tmp, ExitStack() as stack:
         targets, ctrd = start_targets(stack, Path(tmp), binary, args.before, set(args.targets))
-        harness.measure(binary, targets, args.ops, args.clients, args.rounds, args.seconds, cells, LIST_POPULATE)
+        harness.measure(binary, targets, args.ops, args.clients, args.rounds, args.seconds, cells, LIST_POPULATE,
+                        args.gap_ms)
         for clients in args.clients:
             print(section := report(cells, targets, clients, args.ops))
             text.write(section + "\n")

@@ -14,7 +14,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
+from snapmux.adapters.overlay.layout import NEW_PREFIX
 from tests.integration.conftest import require_binaries, unix_socket_listening
+from tests.support.snapshot_dirs import owned_entries
 
 pytestmark = pytest.mark.integration
 SN = "cvmfs"
@@ -38,10 +40,13 @@ def stub(daemons, tmp_path):
 
 
 def state(stub, root) -> tuple:
+    """Rows and owned directories (`owned_entries`: not those reserved in the background)."""
     infos = sorted((i.name, i.kind, i.parent, tuple(sorted(i.labels.items())), i.updated_at.ToNanoseconds())
                    for reply in stub.List(pb.ListSnapshotsRequest(snapshotter=SN)) for i in reply.info)
-    paths = sorted(os.path.join(d, n) for d, dirs, files in os.walk(root / "snapshots") for n in dirs + files)
-    return infos, paths
+    owned = owned_entries(root / "snapshots")
+    paths = sorted(os.path.join(d, n) for entry in owned for d, dirs, files in os.walk(root / "snapshots" / entry)
+                   for n in dirs + files)
+    return infos, owned, paths
 
 
 BAD_CALLS = {
@@ -101,6 +106,6 @@ def test_keys_with_slashes_and_dots_are_opaque(stub, tmp_path):
         stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key=key))
         assert stub.Stat(pb.StatSnapshotRequest(snapshotter=SN, key=key)).info.name == key
     entries = os.listdir(tmp_path / "root" / "snapshots")
-    assert all(entry.isdigit() for entry in entries), entries
+    assert all(entry.isdigit() or entry.startswith(NEW_PREFIX) for entry in entries), entries  # new-*: a reservation
     assert not (tmp_path / "etc").exists() and not (tmp_path / "root" / "etc").exists()
     assert {i.name for r in stub.List(pb.ListSnapshotsRequest(snapshotter=SN)) for i in r.info} >= set(keys)

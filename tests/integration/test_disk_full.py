@@ -16,9 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from snapmux.adapters.overlay.reserve import RESERVED
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from tests.integration.conftest import require_binaries, require_root, unix_socket_listening
+from tests.support.containerd import wait_until
 
 pytestmark = pytest.mark.integration
 SN = "cvmfs"
@@ -77,6 +79,21 @@ def assert_disk_full(call) -> None:
     assert "disk full: no space left on device" in failed.value.details()
 
 
+def prepare_until_full(stub) -> dict[str, int]:
+    """Prepares on the full disk: those that find a directory reserved before it filled (at most
+    RESERVED) succeed whole, then one fails clearly. Returns what succeeded, as `names` lists it."""
+    made = {}
+    for n in range(RESERVED + 1):
+        try:
+            stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key=f"full-{n}", parent="base-c"))
+        except grpc.RpcError as failed:
+            assert failed.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "disk full: no space left on device" in failed.details()
+            return made
+        made[f"full-{n}"] = pb.ACTIVE
+    raise AssertionError(f"{RESERVED + 1} Prepares succeeded on a full disk")
+
+
 def assert_consistent(root: Path, expected: set[str]) -> None:
     """With the daemon stopped: the store is intact and owns exactly the directories there are."""
     with contextlib.closing(sqlite3.connect(f"file:{root / 'metadata.db'}?mode=ro", uri=True)) as db:
@@ -97,23 +114,24 @@ def test_prepare_and_commit_fail_clearly_and_nothing_is_lost_once_space_is_freed
         stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key="a", parent="base-c"))
 
         fill(small_fs / "filler")
-        assert_disk_full(lambda: stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key="b", parent="base-c")))
+        made = prepare_until_full(stub)
         assert_disk_full(lambda: stub.Commit(pb.CommitSnapshotRequest(snapshotter=SN, name="a-c", key="a",
                                                                       labels=BIG_LABELS)))
-        assert names(stub) == {"base-c": pb.COMMITTED, "a": pb.ACTIVE}  # still serving, nothing half-done
+        assert names(stub) == {"base-c": pb.COMMITTED, "a": pb.ACTIVE, **made}  # still serving, nothing half-done
         assert stub.Stat(pb.StatSnapshotRequest(snapshotter=SN, key="a")).info.kind == pb.ACTIVE
-        assert not [n for n in os.listdir(root / "snapshots") if not n.isdigit()]
+        # a reservation tried in a quiet moment fails on the full disk and goes: poll, with a deadline
+        wait_until(lambda: not [n for n in os.listdir(root / "snapshots") if not n.isdigit()], 10, "no half-built dirs")
 
         (small_fs / "filler").unlink()
         stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=SN, key="b", parent="base-c"))
         stub.Commit(pb.CommitSnapshotRequest(snapshotter=SN, name="a-c", key="a", labels=BIG_LABELS))
     assert daemon.stop() == 0
-    assert_consistent(root, {"base-c", "a-c", "b"})
+    assert_consistent(root, {"base-c", "a-c", "b", *made})
 
     start(daemons, root, sock, log)
     with grpc.insecure_channel(f"unix://{sock}") as channel:
         stub = pb_grpc.SnapshotsStub(channel)
-        assert names(stub) == {"base-c": pb.COMMITTED, "a-c": pb.COMMITTED, "b": pb.ACTIVE}
+        assert names(stub) == {"base-c": pb.COMMITTED, "a-c": pb.COMMITTED, "b": pb.ACTIVE, **made}
         info = stub.Stat(pb.StatSnapshotRequest(snapshotter=SN, key="a-c")).info
         assert info.parent == "base-c" and dict(info.labels) == BIG_LABELS
         [mount] = stub.Mounts(pb.MountsRequest(snapshotter=SN, key="b")).mounts

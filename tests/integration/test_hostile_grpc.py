@@ -8,7 +8,6 @@ on a regression (a regexp backtracking on the loop, a call never answered).
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from snapmux.adapters.grpc.errors import LOG_INTERVAL_SECONDS
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from snapmux.adapters.pb.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from tests.integration.conftest import require_binaries, unix_socket_listening
+from tests.support.snapshot_dirs import owned_entries
 
 pytestmark = pytest.mark.integration
 SN = "cvmfs"
@@ -273,7 +273,7 @@ def test_concurrent_prepares_of_one_key_make_one_snapshot(daemon, tmp_path):
             outcomes = collections.Counter(pool.map(prepare, range(200)))
         assert outcomes == {"OK": 1, "ALREADY_EXISTS": 199}
         assert names(client) == ["same"]
-    assert len(os.listdir(tmp_path / "root" / "snapshots")) == 1
+    assert len(owned_entries(tmp_path / "root" / "snapshots")) == 1
 
 
 def test_a_deep_parent_chain(stub):

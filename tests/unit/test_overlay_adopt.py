@@ -112,6 +112,18 @@ async def test_remove_and_cleanup_unlink_without_following(snapshotter, source):
     assert (source / "etc" / "hello").read_text() == "from cvmfs\n"
 
 
+async def test_cleanup_keeps_the_catalog_hider_while_an_adopted_layer_remains(snapshotter, source):
+    await snapshotter.adopt("layer1", "", {}, str(source))
+    await snapshotter.adopt("layer2", "layer1", {}, str(source))
+    await snapshotter.prepare("box", "layer2")
+    await snapshotter.remove("box")
+    await snapshotter.remove("layer2")
+    await snapshotter.cleanup()
+    assert os.path.isdir(snapshotter.layout.lowers.hider)
+    [mount] = await snapshotter.prepare("again", "layer1")
+    assert snapshotter.layout.lowers.hider in mount.options[-1]
+
+
 async def test_startup_survives_a_vanished_source(tmp_path, source):
     root = str(tmp_path / "root")
     first = await OverlaySnapshotter.open(root)

@@ -20,9 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from snapmux.adapters.overlay.layout import Layout
 from snapmux.adapters.overlay.mounts import MountOptions
+from snapmux.adapters.overlay.reserve import RESERVED
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.overlay.sqlite_store import SqliteMetadataStore
 from snapmux.domain.errors import DomainError
@@ -116,19 +118,22 @@ async def workload(snapshotter: OverlaySnapshotter, rng: random.Random, sources:
                 await snapshotter.cleanup()
 
 
-async def child(root: str, sources: list[str], seed: int, exit_at: int, ops: int) -> None:
+async def child(root: str, sources: list[str], seed: int, exit_at: int, ops: int, reserve: int) -> None:
+    """`reserve`: directories reserved ahead by a background thread, whose steps make the count
+    nondeterministic, so only the random kills use it."""
     steps = Steps(exit_at)
     layout = CrashingLayout(root, steps)
     layout.create_root()
-    snapshotter = OverlaySnapshotter(layout, CrashingStore(layout.metadata_path, steps), MountOptions.detect())
+    snapshotter = OverlaySnapshotter(layout, CrashingStore(layout.metadata_path, steps), MountOptions.detect(), reserve)
     print("ready", flush=True)
     await workload(snapshotter, random.Random(seed), sources, ops)
     await snapshotter.close()
     print(f"steps {steps.count}", flush=True)
 
 
-def spawn(root: Path, sources: list[str], seed: int, exit_at: int, ops: int) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "tests.unit.test_overlay_crash", str(root), str(seed), str(exit_at), str(ops), *sources]
+def spawn(root: Path, sources: list[str], seed: int, exit_at: int, ops: int, reserve: int = 0) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "tests.unit.test_overlay_crash", str(root), str(seed), str(exit_at), str(ops),
+            str(reserve), *sources]
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
@@ -204,10 +209,11 @@ def test_exit_at_every_step_leaves_a_consistent_store(tmp_path):
         check_invariants(root, sources)
 
 
-def test_random_kill_9_leaves_a_consistent_store(tmp_path):
+@pytest.mark.parametrize("reserve", [0, RESERVED])
+def test_random_kill_9_leaves_a_consistent_store(tmp_path, reserve):
     sources, rng, root = make_sources(tmp_path), random.Random(20261123), tmp_path / "root"
     for round_ in range(6):
-        process = spawn(root, sources, round_, 0, 400)
+        process = spawn(root, sources, round_, 0, 400, reserve)
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         try:
             process.wait(timeout=rng.uniform(0.05, 0.6))
@@ -217,10 +223,11 @@ def test_random_kill_9_leaves_a_consistent_store(tmp_path):
         check_invariants(root, sources)
 
 
-async def test_concurrent_batched_writes_keep_the_cache_equal_to_the_store(tmp_path):
+@pytest.mark.parametrize("reserve", [0, RESERVED])
+async def test_concurrent_batched_writes_keep_the_cache_equal_to_the_store(tmp_path, reserve):
     """Group commit and the in-memory mirror: after concurrent workloads, reads equal what SQLite holds."""
     sources = make_sources(tmp_path)
-    snapshotter = await OverlaySnapshotter.open(str(tmp_path / "root"))
+    snapshotter = await OverlaySnapshotter.open(str(tmp_path / "root"), reserve=reserve)
     try:
         await asyncio.gather(*(workload(snapshotter, random.Random(seed), sources, 60) for seed in range(6)))
         cached = {info.name: info async for info in snapshotter.walk()}
@@ -233,5 +240,5 @@ async def test_concurrent_batched_writes_keep_the_cache_equal_to_the_store(tmp_p
 
 
 if __name__ == "__main__":
-    root_arg, seed_arg, exit_arg, ops_arg, *source_args = sys.argv[1:]
-    asyncio.run(child(root_arg, source_args, int(seed_arg), int(exit_arg), int(ops_arg)))
+    root_arg, seed_arg, exit_arg, ops_arg, reserve_arg, *source_args = sys.argv[1:]
+    asyncio.run(child(root_arg, source_args, int(seed_arg), int(exit_arg), int(ops_arg), int(reserve_arg)))

@@ -185,6 +185,7 @@ func main() {
 	populate := flag.Int("populate", 0, "extra committed snapshots to create before the run (for list)")
 	noSetup := flag.Bool("no-setup", false, "skip creating snapshots (for a server that answers fixed messages)")
 	pids := flag.String("pids", "", "comma-separated server pids whose CPU time per call is reported")
+	flag.DurationVar(&cycleGap, "gap", 0, "quiet time before each call (cycle), not measured: a Prepare reaching an idle daemon, as in `ctr run`")
 	flag.Parse()
 	if *pids != "" {
 		serverPids = strings.Split(*pids, ",")
@@ -201,6 +202,8 @@ func main() {
 }
 
 var serverPids []string
+
+var cycleGap time.Duration
 
 func run(address, name, namespace, op string, clients, count, populate int, noSetup bool,
 	duration, warmup time.Duration, rep *report) error {
@@ -237,6 +240,9 @@ func run(address, name, namespace, op string, clients, count, populate int, noSe
 		go func(w *worker) {
 			defer wg.Done()
 			for n := 0; count > 0 && n < count || count == 0 && time.Now().Before(end); n++ {
+				if cycleGap > 0 {
+					time.Sleep(cycleGap)
+				}
 				w.once(ctx, op, n)
 			}
 		}(w)

@@ -10,6 +10,9 @@
                                   its `wh-lower` merged with its parent's `wh-upper` (`lowers.py`)
     <root>/snapshots/hide         one whiteout hiding CVMFS's `.cvmfscatalog` over adopted layers
     <root>/l/<short>              short symlinks to the above, for long lowerdir lists
+    <root>/snapshots/<id>/reserved
+                                  marks a directory built ahead of the Prepare that will own it
+                                  (`reserve.py`): no row has its id yet
     <root>/snapshots/new-*        directories being built (never referenced by a row)
     <root>/snapshots/rm-*         directories being deleted (never referenced by a row)
 
@@ -36,6 +39,7 @@ from snapmux.adapters.overlay.lowers import HIDER_DIR, LowerPaths
 log = logging.getLogger(__name__)
 
 NEW_PREFIX = "new-"
+RESERVED_MARK = "reserved"
 REMOVING_PREFIX = "rm-"
 
 
@@ -58,8 +62,10 @@ class Layout:
             create_private_file(self.metadata_path)
 
     def has_snapshot_dirs(self) -> bool:
-        """Whether any snapshot was ever installed here (an entry not being built or deleted)."""
-        return any(not name.startswith((NEW_PREFIX, REMOVING_PREFIX)) for name in self.entries())
+        """Whether any snapshot was ever installed here (an entry not being built, reserved or deleted)."""
+        return any(not name.startswith((NEW_PREFIX, REMOVING_PREFIX))
+                   and not os.path.lexists(os.path.join(self.snapshots_dir, name, RESERVED_MARK))
+                   for name in self.entries())
 
     def lock(self) -> int:
         """One process per root: the in-memory metadata mirror assumes no other writer.
@@ -123,6 +129,13 @@ class Layout:
             self.discard(staged)
             raise
         return staged
+
+    def mark_reserved(self, staged: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        os.close(os.open(os.path.join(staged, RESERVED_MARK), flags, 0o600))
+
+    def unmark_reserved(self, snapshot_id: int) -> None:
+        os.unlink(os.path.join(self.path(snapshot_id), RESERVED_MARK))
 
     def install(self, staged: str, snapshot_id: int) -> None:
         """Rename a staged directory to its id; a leftover at that id is an orphan and is replaced."""

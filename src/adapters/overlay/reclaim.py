@@ -10,12 +10,14 @@ next Cleanup reclaims.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from snapmux.adapters.overlay.layout import Layout, delete_tree
+from snapmux.adapters.overlay.reserve import Reservations
 from snapmux.adapters.overlay.sqlite_store import Transaction
 from snapmux.adapters.overlay.writer import Written
 
@@ -28,9 +30,10 @@ Read = Callable[..., Awaitable[Any]]
 class Reclaimer:
     """The directories being deleted, and the background deletions Cleanup and close wait for."""
 
-    def __init__(self, layout: Layout, read: Read) -> None:
+    def __init__(self, layout: Layout, read: Read, reservations: Reservations | None = None) -> None:
         self._layout = layout
         self._read = read
+        self._reservations = reservations
         self._deleting: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -69,12 +72,15 @@ class Reclaimer:
                     self._deleting.discard(aside)
 
     def set_aside_unowned(self, tx: Transaction) -> Written[list[str | None]]:
-        """A write job: on the writer thread, so no directory is half-built while we look."""
-        ids = tx.ids()
-        self._layout.lowers.prune(ids)
-        owned = {str(sid) for sid in ids}
-        layout = self._layout
-        paths = [os.path.join(layout.snapshots_dir, name) for name in layout.entries() if name not in owned]
-        if not any(row.source for row in tx.rows()):  # no adopted layer left for the hider to cover
-            paths.append(layout.lowers.hider)
-        return Written([self._set_aside(path) for path in paths if path not in self._deleting])
+        """A write job: on the writer thread, with reservations paused, so no directory is
+        half-built while we look; directories held in reserve are not unowned."""
+        paused = self._reservations.paused() if self._reservations is not None else contextlib.nullcontext(set())
+        with paused as reserved:
+            ids = tx.ids()
+            self._layout.lowers.prune(ids)
+            kept = {str(sid) for sid in ids} | reserved
+            layout = self._layout
+            paths = [os.path.join(layout.snapshots_dir, name) for name in layout.entries() if name not in kept]
+            if not tx.any_adopted():  # no adopted layer left for the hider to cover
+                paths.append(layout.lowers.hider)
+            return Written([self._set_aside(path) for path in paths if path not in self._deleting])

@@ -2,9 +2,11 @@
 
 Writes run on one dedicated thread with group commit (`writer.BatchingWriter`:
 SQLite has one writer anyway, and it makes Cleanup's scan race-free against
-directories being built). Reads are answered from `MetadataCache` on the event
-loop; filesystem work (usage walks, adopted-source checks, rmtree) goes to a
-small thread pool, so a hanging CVMFS mount never holds up the writer.
+directories being built), as the jobs of `jobs.py`; with `reserve`, active snapshots'
+directories are built ahead of Prepare by a background thread (`reserve.py`). Reads
+are answered from `MetadataCache` on the event loop; filesystem work (usage walks,
+adopted-source checks, rmtree) goes to a small thread pool, so a hanging CVMFS mount
+never holds up the writer.
 Directories are deleted only after the metadata change is committed (`reclaim`), so
 a crash at any point leaves either a consistent snapshot or an unowned directory
 that Cleanup reclaims.
@@ -16,6 +18,7 @@ import asyncio
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,15 +29,17 @@ from snapmux.adapters.durable import out_of_space
 from snapmux.adapters.overlay.cache import MetadataCache
 from snapmux.adapters.overlay.layout import Layout
 from snapmux.adapters.overlay.lowers import stack, visible
+from snapmux.adapters.overlay.jobs import WriteJobs
 from snapmux.adapters.overlay.mounts import MountOptions, mounts_for
 from snapmux.adapters.overlay.reclaim import Reclaimer
-from snapmux.adapters.overlay.sqlite_store import Link, Row, SqliteMetadataStore, Transaction
+from snapmux.adapters.overlay.reserve import Reservations
+from snapmux.adapters.overlay.sqlite_store import Link, Row, SqliteMetadataStore
 from snapmux.adapters.overlay.store_checks import RESTORE, UnusableStoreError
 from snapmux.adapters.overlay.usage import disk_usage
 from snapmux.adapters.overlay.writer import BatchingWriter, Written
 from snapmux.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from snapmux.domain.filters import parse_filters
-from snapmux.domain.model import Info, Kind, Mount, Usage, apply_update, validate_key, validate_labels
+from snapmux.domain.model import Info, Kind, Mount, Usage, validate_key, validate_labels
 
 T = TypeVar("T")
 
@@ -66,18 +71,21 @@ class _Planned:
 class OverlaySnapshotter:
     """Implements SnapshotService; construct with `await OverlaySnapshotter.open(root)`."""
 
-    def __init__(self, layout: Layout, store: SqliteMetadataStore, options: MountOptions) -> None:
+    def __init__(self, layout: Layout, store: SqliteMetadataStore, options: MountOptions, reserve: int = 0) -> None:
+        """`reserve`: active snapshots' directories kept built ahead of Prepare (`reserve.py`); 0: none."""
         self.layout = layout
         self._store = store
         self._options = options
+        self._cache = MetadataCache(store.query().rows())  # blocking: open() runs this in a thread
+        self._reservations = Reservations(layout, reserve, store.query().next_id()) if reserve > 0 else None
         self._writer = BatchingWriter(store, layout.sync_dir)
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="snapshots-read")
-        self._reclaim = Reclaimer(layout, self._read)
-        self._cache = MetadataCache(store.query().rows())  # blocking: open() runs this in a thread
+        self._reclaim = Reclaimer(layout, self._read, self._reservations)
+        self._jobs = WriteJobs(layout, options, self._cache, self._reservations)
         self._lock: int | None = None
 
     @classmethod
-    async def open(cls, root: str, layout: Layout | None = None) -> OverlaySnapshotter:
+    async def open(cls, root: str, layout: Layout | None = None, reserve: int = 0) -> OverlaySnapshotter:
         """Creates the root if needed; never inspects adopted sources, so startup cannot fail on them."""
         layout = layout or Layout(root)
 
@@ -86,7 +94,7 @@ class OverlaySnapshotter:
             lock = layout.lock()
             try:
                 store = SqliteMetadataStore(layout.metadata_path, expect_snapshots=layout.has_snapshot_dirs())
-                snapshotter = cls(layout, store, MountOptions.detect())
+                snapshotter = cls(layout, store, MountOptions.detect(), reserve)
             except (sqlite3.DatabaseError, ValueError, KeyError) as error:  # rows that do not decode
                 os.close(lock)
                 raise UnusableStoreError(f"metadata store {layout.metadata_path} is corrupt ({error}): {RESTORE}") \
@@ -103,6 +111,8 @@ class OverlaySnapshotter:
         """Waits for queued work (in-flight calls finish), then closes every connection."""
         await self._reclaim.settle()
         await asyncio.to_thread(self._writer.close)
+        if self._reservations is not None:
+            await asyncio.to_thread(self._reservations.close)
         await asyncio.to_thread(self._readers.shutdown, True)
         self._store.close()
         if self._lock is not None:
@@ -112,6 +122,7 @@ class OverlaySnapshotter:
     async def _write(self, function: Callable[..., Written[T]], *args: object) -> T:
         """Runs `function(tx, *args)` on the writer thread, in a batch's transaction. A full disk
         (a directory not made, a COMMIT refused) leaves nothing behind and says so to the caller."""
+        self._quiet_from_now()
         try:
             return await self._writer.submit(lambda tx: function(tx, *args))
         except (OSError, sqlite3.Error) as error:
@@ -119,37 +130,18 @@ class OverlaySnapshotter:
             if full is None:
                 raise
             raise full from None
+        finally:
+            self._quiet_from_now()
+
+    def _quiet_from_now(self) -> None:
+        """Reservations are built once no write was asked for or answered for a while (`QUIET_S`)."""
+        if self._reservations is not None:
+            self._reservations.last_write = time.monotonic()
 
     async def _read(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(function, *args))
 
-    def _cached(self, tx: Transaction, snapshot_id: int) -> Callable[[], None]:
-        """What the loop applies to the cache once the batch holding this change commits."""
-        row = tx.get_by_id(snapshot_id)
-        return lambda: self._cache.put(row)
-
     # -- create ---------------------------------------------------------------------------------
-
-    def _create(
-        self, tx: Transaction, kind: Kind, key: str, parent: str, labels: Mapping[str, str] | None
-    ) -> Written[list[Mount]]:
-        base = tx.parent_for_child(parent)
-        tx.get_absent(key)
-        chain = tx.chain(base.id) if base else []
-        staged = self.layout.build(kind == Kind.ACTIVE, self.layout.fs_path(base.id) if base else None)
-        snapshot_id = self._install(staged, lambda: tx.insert(kind, key, base, labels))
-        mounts = mounts_for(self.layout, self._options, kind, snapshot_id, chain)
-        return Written(mounts, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id))
-
-    def _install(self, staged: str, insert: Callable[[], int]) -> int:
-        """Row and directory under one id; if either fails the staged directory goes away."""
-        try:
-            snapshot_id = insert()
-            self.layout.install(staged, snapshot_id)
-        except BaseException:
-            self.layout.discard(staged)
-            raise
-        return snapshot_id
 
     async def _check_parent_sources(self, parent: str) -> None:
         """Before queueing the write: stats of adopted sources never run on the writer thread."""
@@ -189,25 +181,13 @@ class OverlaySnapshotter:
         validate_key(key)
         validate_labels(labels)
         await self._check_parent_sources(parent)
-        return await self._write(self._create, Kind.ACTIVE, key, parent, labels)
+        return await self._write(self._jobs.create, Kind.ACTIVE, key, parent, labels)
 
     async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         validate_key(key)
         validate_labels(labels)
         await self._check_parent_sources(parent)
-        return await self._write(self._create, Kind.VIEW, key, parent, labels)
-
-    def _adopt(
-        self, tx: Transaction, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str,
-        flattened: bool,
-    ) -> Written[Info]:
-        base = tx.parent_for_child(parent)
-        tx.get_absent(name)
-        staged = self.layout.build_link(source, shadows)
-        snapshot_id = self._install(
-            staged, lambda: tx.insert(Kind.COMMITTED, name, base, labels, source=source, shadows=shadows, flat=flattened)
-        )
-        return Written(tx.get(name).info, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id))
+        return await self._write(self._jobs.create, Kind.VIEW, key, parent, labels)
 
     async def adopt(
         self, name: str, parent: str, labels: Mapping[str, str], source: str, shadows: str = "",
@@ -233,18 +213,9 @@ class OverlaySnapshotter:
             raise InvalidArgumentError("a flattened chain has its deletions applied: it takes no whiteout shadows")
         await self._check_parent_sources(parent)
         await self._read(check_sources, [Link(0, name, source, shadows)])
-        return await self._write(self._adopt, name, parent, labels, source, shadows, flattened)
+        return await self._write(self._jobs.adopt, name, parent, labels, source, shadows, flattened)
 
     # -- commit, remove, update -----------------------------------------------------------------
-
-    def _commit(
-        self, tx: Transaction, name: str, key: str, labels: Mapping[str, str] | None, measured: Row, usage: Usage
-    ) -> Written[None]:
-        row = tx.get(key)
-        if row.id != measured.id:  # replaced while we measured: measure again
-            usage = disk_usage(self.layout.fs_path(row.id)) if row.info.kind == Kind.ACTIVE else Usage()
-        tx.commit_active(row, name, labels, usage)
-        return Written(None, committed=self._cached(tx, row.id))
 
     async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
         """Usage is measured outside the write lock (it walks the upper dir), then stored with the commit."""
@@ -254,26 +225,15 @@ class OverlaySnapshotter:
         usage = Usage()
         if row.info.kind == Kind.ACTIVE:
             usage = await self._read(disk_usage, self.layout.fs_path(row.id))
-        await self._write(self._commit, name, key, labels, row, usage)
-
-    def _remove(self, tx: Transaction, key: str) -> Written[int]:
-        row = tx.get(key)
-        tx.delete(row)
-        return Written(row.id, committed=lambda: self._cache.drop(row.id))
+        await self._write(self._jobs.commit, name, key, labels, row, usage)
 
     async def remove(self, key: str) -> None:
         """The row goes first (committed); the directory is deleted in the background (`reclaim`)."""
-        snapshot_id = await self._write(self._remove, key)
+        snapshot_id = await self._write(self._jobs.remove, key)
         self._reclaim.later(self.layout.path(snapshot_id))
 
-    def _update(self, tx: Transaction, info: Info, fieldpaths: Sequence[str]) -> Written[Info]:
-        row = tx.get(info.name)
-        updated = apply_update(row.info, info, list(fieldpaths))
-        tx.replace_info(row, updated)
-        return Written(updated, committed=self._cached(tx, row.id))
-
     async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
-        return await self._write(self._update, info, tuple(fieldpaths))
+        return await self._write(self._jobs.update, info, tuple(fieldpaths))
 
     # -- reads ----------------------------------------------------------------------------------
 

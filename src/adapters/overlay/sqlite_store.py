@@ -143,6 +143,9 @@ class Transaction:
         for values in self._db.execute(_SELECT + " ORDER BY s.id"):
             yield _row(values)
 
+    def any_adopted(self) -> bool:
+        return self._db.execute("SELECT 1 FROM snapshots WHERE source != '' LIMIT 1").fetchone() is not None
+
     def ids(self) -> set[int]:
         return {sid for (sid,) in self._db.execute("SELECT id FROM snapshots")}
 
@@ -165,17 +168,26 @@ class Transaction:
         source: str = "",
         shadows: str = "",
         flat: bool = False,
+        snapshot_id: int | None = None,
     ) -> int:
+        """`snapshot_id`: the id to use (one reserved for it); None: SQLite's next."""
         if self.find(key) is not None:
             raise AlreadyExistsError(f"snapshot {key}: already exists")
         now = utcnow().isoformat()
         cursor = self._db.execute(
-            "INSERT INTO snapshots (name, kind, parent_id, labels, created, updated, source, shadows, flat)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            (key, int(kind), parent.id if parent else None, json.dumps(dict(labels or {})), now, now, source, shadows,
-             int(flat)),
+            "INSERT INTO snapshots (id, name, kind, parent_id, labels, created, updated, source, shadows, flat)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (snapshot_id, key, int(kind), parent.id if parent else None, json.dumps(dict(labels or {})), now, now,
+             source, shadows, int(flat)),
         )
         return int(cursor.lastrowid)
+
+    def next_id(self) -> int:
+        """The id SQLite would give the next row: above every id ever used (AUTOINCREMENT)."""
+        (used,) = self._db.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'snapshots'), 0),"
+            " COALESCE((SELECT MAX(id) FROM snapshots), 0))").fetchone()
+        return int(used) + 1
 
     def commit_active(self, row: Row, name: str, labels: Mapping[str, str] | None, usage: Usage) -> None:
         """containerd's storage.CommitActive, checks in its order: the name first, then the kind."""

@@ -3,8 +3,9 @@
 Each write is a job run inside a SAVEPOINT of the batch's transaction, so a job
 that fails is rolled back alone and its caller gets its error. Directories a
 job renames into place are made durable by one directory fsync before the
-single COMMIT; if that COMMIT fails, every job's `undo` takes its directory away
-and every caller gets the error. Under load this turns N fsync pairs into one,
+single COMMIT (none is needed for a directory reserved and synced ahead,
+`reserve.py`); if that COMMIT fails, every job's `undo` takes its directory
+away and every caller gets the error. Under load this turns N fsync pairs into one,
 which is what keeps concurrent writers close to containerd's own latency.
 """
 
@@ -34,6 +35,9 @@ class Written(Generic[T]):
     value: T
     undo: Callable[[], None] | None = None
     committed: Callable[[], None] | None = None
+    synced: bool = False
+    """The directory `undo` takes back is durable already (reserved ahead): the batch needs no
+    directory fsync for it."""
 
 
 Job = Callable[[Transaction], Written[Any]]
@@ -111,7 +115,7 @@ class BatchingWriter:
             with self._store.transaction(write=True) as tx:
                 for pending in batch:
                     self._run_one(tx, pending)
-                if any(p.outcome is not None and p.outcome.undo is not None for p in batch):
+                if any(p.outcome is not None and p.outcome.undo is not None and not p.outcome.synced for p in batch):
                     self._before_commit()  # renamed directories are durable before the rows that own them
         except BaseException as error:  # noqa: BLE001 - the COMMIT (or BEGIN) failed: nothing of the batch stays
             log.warning("write batch of %d failed: %s", len(batch), error)

@@ -28,6 +28,7 @@ from snapmux.adapters.cvmfs.whiteouts import ShadowCache
 from snapmux.adapters.grpc.health import SnapshotsHealth
 from snapmux.adapters.grpc.server import unix_snapshots_server
 from snapmux.adapters.overlay.mounts import MountOptions
+from snapmux.adapters.overlay.reserve import RESERVED
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.vsock.bridge import SocketBridge, vsock_listener
 from snapmux.adapters.prometheus.http import metrics_server
@@ -45,7 +46,7 @@ CALLER_CONTEXT = False
 and deadline are not handed to it (`DomainErrorInterceptor`), which saves their cost on every call."""
 
 async def overlay_snapshotter(root: str) -> AsyncIterator[OverlaySnapshotter]:
-    snapshotter = await OverlaySnapshotter.open(root)
+    snapshotter = await OverlaySnapshotter.open(root, reserve=RESERVED)
     log.info("snapshotter root %s", snapshotter.layout.root)
     try:
         yield snapshotter
