@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The demux's instructions per call against the do-nothing relay's, counted by callgrind.
 
-    python bench/instructions_demux.py [--before REV] [--calls 2000] [--ops stat mounts prepare list]
+    python bench/instructions_demux.py [--before REV] [--calls 2000] [--ops stat mounts prepare list] [--relay K ...]
 
 The demux's target (demux CPU per call within 1.1x of bench/grpc_relay.py) is a few percent,
 less than two identical daemons differ by on 2 shared cores (bench/demux_bench.py), so it is
@@ -92,6 +92,8 @@ def main() -> int:
     parser.add_argument("--before", help="git revision whose demux is counted beside this checkout's")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--ops", nargs="+", default=["stat", "mounts"], choices=list(harness.STEPS))
+    parser.add_argument("--relay", type=float, nargs="+", metavar="THOUSANDS",
+                        help="the relay's figures of an earlier run, one per op, instead of counting it again")
     args = parser.parse_args()
     binary = harness.build()
     print(f"instructions_demux {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {harness.machine()}")
@@ -99,10 +101,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="instructions-demux-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         found = targets(stack, work, start_vm(stack, work), args.before)
+        if args.relay:  # the relay's code is not what changes: counted once, its figures reused
+            del found["relay"]
+            figures |= {("relay", op): thousands * 1000 for op, thousands in zip(args.ops, args.relay, strict=True)}
         for op in args.ops:
             for name, (argv, env) in found.items():
                 figures[(name, op)] = count(binary, work, name, argv, env, op, args.calls, fixed=True)
-    print(report(figures, list(found), args.ops, args.calls))
+    print(report(figures, [*(['relay'] if args.relay else []), *found], args.ops, args.calls))
     return 0
 
 
