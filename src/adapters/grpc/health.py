@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from snapmux.adapters.grpc.convert import SNAPSHOTS_SERVICE
+from snapmux.adapters.grpc.method_wrapping import add_generic
 from snapmux.domain.errors import UnavailableError
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -34,7 +35,7 @@ class SnapshotsHealth(health_pb2_grpc.HealthServicer):
         self._changed = asyncio.Condition()
 
     def add_to(self, server: grpc.aio.Server) -> None:
-        health_pb2_grpc.add_HealthServicer_to_server(self, server)
+        add_generic(server, health_pb2_grpc.add_HealthServicer_to_server, self)
 
     async def serving(self) -> None:
         await self._set(SERVING, "")

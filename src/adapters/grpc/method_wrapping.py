@@ -46,13 +46,26 @@ def add_wrapped(
     interceptors: Sequence[SnapshotsMethodInterceptor],
 ) -> None:
     """Registers `servicer` as the generated `add_to_server` does, every method's handler wrapped
-    by `interceptors` (the first outermost)."""
-    registrations = _Registrations()
-    add_to_server(servicer, registrations)
-    for service, handlers in registrations.services:
+    by `interceptors` (the first outermost), as a generic handler only (see `add_generic`)."""
+    for service, handlers in _generated(add_to_server, servicer):
         wrapped = {name: _wrapped(handler, f"/{service}/{name}", interceptors) for name, handler in handlers.items()}
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        server.add_registered_method_handlers(service, wrapped)
+
+
+def add_generic(server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None], servicer: object) -> None:
+    """Registers `servicer`'s handlers as a generic handler, not also as grpc core's registered
+    methods as the generated `add_to_server` does: with registered methods grpc.aio's server (1.85)
+    awaits every next call with asyncio.wait over one future per registered method plus the generic
+    one (14 in the demux, snapshots and health), some 70k instructions per call, more than the
+    demux's own work (bench/instructions_demux.py); a generic handler's lookup is one dict get."""
+    for service, handlers in _generated(add_to_server, servicer):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+
+
+def _generated(add_to_server: Callable[[Any, Any], None], servicer: object) -> list[tuple[str, dict[str, Any]]]:
+    registrations = _Registrations()
+    add_to_server(servicer, registrations)
+    return registrations.services
 
 
 def _wrapped(
