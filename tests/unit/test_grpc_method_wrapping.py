@@ -75,3 +75,32 @@ async def test_the_daemon_server_runs_no_grpc_interceptor_and_leaves_health_unwr
     finally:
         await channel.close()
         await server.stop(None)
+
+
+class RecordingServer:
+    """Stands in for grpc.aio.Server: which kinds of handler registration the daemons make."""
+
+    def __init__(self) -> None:
+        self.generic: list[object] = []
+        self.registered: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers) -> None:  # type: ignore[no-untyped-def]
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers) -> None:  # type: ignore[no-untyped-def]
+        self.registered.append(service)
+
+
+async def test_the_snapshots_and_health_services_register_no_core_methods(monkeypatch):
+    """Each registered method costs every call of the server an awaited future (grpc.aio 1.85):
+    the daemons' servers add generic handlers only, for the domain servicer, the relay and health."""
+    from snapmux.adapters.grpc.relay_servicer import SnapshotsRelayServicer
+    from snapmux.application.routing import NamespaceRouter
+
+    made: list[RecordingServer] = []
+    monkeypatch.setattr(grpc_server.grpc.aio, "server", lambda **_: made.append(RecordingServer()) or made[-1])
+    grpc_server.new_snapshots_server(InMemorySnapshotService(), health=SnapshotsHealth())
+    grpc_server.new_snapshots_server(SnapshotsRelayServicer(NamespaceRouter(None)), health=SnapshotsHealth())  # type: ignore[arg-type]
+    for server in made:
+        assert server.registered == []
+        assert len(server.generic) == 2  # snapshots, health
