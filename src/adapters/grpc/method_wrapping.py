@@ -3,8 +3,9 @@
 Each method's handler is wrapped once, when the service is added to the server, and grpc.aio
 dispatches every call straight to the wrapper. As grpc.aio server interceptors the same wrappers
 cost every call two more coroutines, a continuation and a handler lookup per interceptor, and
-the server's lookup of registered methods (measured with bench/hot_path_bench.py). Other services
-(grpc.health.v1) are never wrapped: their own codes, no namespace, no call log.
+the server's lookup of registered methods (measured with bench/hot_path_bench.py). Every service
+is added as a generic handler only, never as grpc core's registered methods (`add_generic` says
+why). Other services (grpc.health.v1) are never wrapped: their own codes, no namespace, no call log.
 """
 
 from __future__ import annotations
