@@ -54,8 +54,10 @@ def argvs(work: Path, before: str | None, stack: ExitStack) -> dict[str, tuple[l
 
 
 def count(binary: Path, work: Path, name: str, argv: list[str], env: dict[str, str] | None, op: str,
-          calls: int) -> tuple[float, float]:
-    """Instructions per call of one target for one operation, all threads and the loop's (a fresh process each time)."""
+          calls: int, fixed: bool | None = None) -> tuple[float, float]:
+    """Instructions per call of one target for one operation, all threads and the loop's (a fresh process
+    each time), listening on WORK/NAME.sock. `fixed`: the calls reach a server answering fixed messages
+    (nothing to set up); by default only the floor does."""
     out = work / f"{name}-{op}"
     out.mkdir()
     sock = work / f"{name}.sock"
@@ -67,7 +69,7 @@ def count(binary: Path, work: Path, name: str, argv: list[str], env: dict[str, s
         assert daemon.process is not None
         pid = str(daemon.process.pid)
         load = [str(binary / "loadclient"), "-address", str(sock), "-op", op, "-clients", "1", "-warmup", "0s"]
-        if name == "floor-uv":
+        if name == "floor-uv" if fixed is None else fixed:
             load.append("-no-setup")
         subprocess.run([*load, "-count", "20"], check=True, stdout=subprocess.DEVNULL, timeout=600)
         subprocess.run(["callgrind_control", "-i", "on", pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)

@@ -71,6 +71,11 @@ class RemoteSnapshotterCache:
         if self._evict_on_failure and self._poll_interval > 0 and self._poller is None:
             self._poller = asyncio.create_task(self._poll_forever(), name="remote-snapshotter-health-poll")
 
+    def connected(self, namespace: str) -> RemoteSnapshotter | None:
+        """The namespace's client if one is cached: every call's lookup, with no coroutine to build."""
+        entry = self._entries.get(namespace)
+        return entry.client if entry is not None else None
+
     async def get(self, namespace: str) -> RemoteSnapshotter:
         """The namespace's client; concurrent first calls share one resolve+dial."""
         entry = self._entries.get(namespace)

@@ -104,6 +104,16 @@ async def test_the_namespace_metadata_goes_on_with_the_bytes(relayed):
     assert vm.received == [("Usage", request, "ns")]
 
 
+async def test_each_call_carries_its_own_callers_namespace_or_none(relayed):
+    """The VM client keeps the namespace's metadata between calls and the server sets the caller's
+    namespace only when one is sent: neither may leak into the next call."""
+    channel, vm = relayed
+    request = pb.UsageRequest(key="ns/1/x").SerializeToString()
+    for metadata in ((("containerd-namespace", "ns"),), None, (("containerd-namespace", "ns"),), None):
+        await call(channel, "Usage")(request, metadata=metadata)
+    assert [namespace for _, _, namespace in vm.received] == ["ns", None, "ns", None]
+
+
 async def test_mount_replies_are_marked_at_protobuf_level_keeping_every_other_field(relayed):
     channel, _ = relayed
     marked = with_unknown(pb.MountsResponse(mounts=[

@@ -181,6 +181,14 @@ async def test_discard_drops_only_the_client_that_failed(cache, connector):
     assert await cache.get("vm-a") is new
 
 
+async def test_connected_is_the_cached_client_or_none_and_never_dials(cache, connector):
+    assert cache.connected("vm-a") is None and connector.connects == []
+    client = await cache.get("vm-a")
+    assert cache.connected("vm-a") is client and cache.connected("vm-b") is None
+    await cache.discard("vm-a", client)
+    assert cache.connected("vm-a") is None and connector.connects == ["vm-a"]
+
+
 async def test_the_poll_loop_evicts_by_itself(resolver, connector, listener):
     cache = RemoteSnapshotterCache(resolver, connector, [listener], poll_interval=0.01)
     await cache.start()

@@ -122,3 +122,16 @@ def test_only_a_unary_method_can_answer_serialized_bytes():
     with pytest.raises(ValueError, match="unary"):
         add_wrapped(Handlers(), pb_grpc.add_SnapshotsServicer_to_server, pb_grpc.SnapshotsServicer(), [],  # type: ignore[arg-type]
                     serialized=("List",))
+
+
+async def test_the_snapshots_and_health_services_register_no_core_methods(monkeypatch):
+    """The daemons' servers, the domain servicer's and the demux's relay, each with health: generic
+    handlers only (`Handlers` refuses a registered method)."""
+    from snapmux.adapters.grpc.relay_servicer import SnapshotsRelayServicer
+    from snapmux.application.routing import NamespaceRouter
+
+    made: list[Handlers] = []
+    monkeypatch.setattr(grpc_server.grpc.aio, "server", lambda **_: made.append(Handlers()) or made[-1])
+    grpc_server.new_snapshots_server(InMemorySnapshotService(), health=SnapshotsHealth())
+    grpc_server.new_snapshots_server(SnapshotsRelayServicer(NamespaceRouter(None)), health=SnapshotsHealth())  # type: ignore[arg-type]
+    assert [len(server.generic) for server in made] == [2, 2]  # snapshots, health

@@ -38,11 +38,17 @@ class GrpcSnapshotService:
         self._stub = pb_grpc.SnapshotsStub(channel)
         self._snapshotter = snapshotter
         self._timeout = timeout
+        self._metadata: tuple[str | None, grpc.aio.Metadata | None] = (None, None)
 
     def _options(self) -> dict[str, Any]:
-        namespace = current_namespace.get()
-        metadata = ((NAMESPACE_METADATA_KEY, namespace),) if namespace else None
-        return {"timeout": time_left(self._timeout), "metadata": metadata}
+        return {"timeout": time_left(self._timeout), "metadata": self._metadata_of(current_namespace.get())}
+
+    def _metadata_of(self, namespace: str | None) -> grpc.aio.Metadata | None:
+        """The namespace's metadata, built again only when it changes (a VM's client mostly calls for
+        one): grpc.aio checks a tuple against typing.Sequence and copies it into a Metadata per call."""
+        if namespace != self._metadata[0]:
+            self._metadata = (namespace, grpc.aio.Metadata((NAMESPACE_METADATA_KEY, namespace)) if namespace else None)
+        return self._metadata[1]
 
     @_mapped
     async def stat(self, key: str) -> Info:

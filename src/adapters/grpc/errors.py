@@ -119,13 +119,21 @@ def _namespace_from(context: grpc.aio.ServicerContext) -> str | None:
 
 def _enter_caller(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
     """The caller's namespace and deadline, for the port and for the calls it makes onward.
-    (Plain set/reset around each call rather than a context manager: this runs on every call.)"""
-    return current_namespace.set(_namespace_from(context)), current_deadline.set(deadline_in(context.time_remaining()))
+    (Plain set/reset around each call rather than a context manager: this runs on every call.
+    A variable is only set when it changes: each call runs in a task of its own whose copy of
+    the context holds neither, and containerd 1.6 sends no namespace, most callers no deadline.)"""
+    namespace, remaining = _namespace_from(context), context.time_remaining()
+    return (
+        None if namespace is None and current_namespace.get() is None else current_namespace.set(namespace),
+        None if remaining is None and current_deadline.get() is None else current_deadline.set(deadline_in(remaining)),
+    )
 
 
 def _leave_caller(tokens: tuple[Any, Any]) -> None:
-    current_deadline.reset(tokens[1])
-    current_namespace.reset(tokens[0])
+    if tokens[1] is not None:
+        current_deadline.reset(tokens[1])
+    if tokens[0] is not None:
+        current_namespace.reset(tokens[0])
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
