@@ -256,3 +256,34 @@ async def test_a_source_that_vanishes_after_mounts_answered_is_still_noticed(sna
         await snapshotter.mounts("above")
     os.rename(tmp_path / "moved", source)
     assert await snapshotter.mounts("above")
+
+
+async def test_a_view_removed_with_its_parent_while_mounts_builds_their_trees_is_not_found(snapshotter, tmp_path):
+    """Mounts looks at the chain's adopted sources and builds its trees on the read pool; a view
+    removed meanwhile, and its parent after it (whose merged shadows Mounts then rebuilds in a
+    directory that is gone), is the caller's NotFound, not an internal error."""
+    sources = []
+    for n in range(2):
+        layer = tmp_path / "cvmfs" / f"layer{n}"
+        (layer / "data").mkdir(parents=True)
+        for tree in ("upper", "lower"):
+            (tmp_path / "cvmfs" / f"layer{n}-shadows" / tree / "data").mkdir(parents=True)
+        sources.append(layer)
+    await snapshotter.adopt("layer0", "", {}, str(sources[0]), str(sources[0]) + "-shadows")
+    await snapshotter.adopt("layer1", "layer0", {}, str(sources[1]), str(sources[1]) + "-shadows")
+    await snapshotter.adopt("layer2", "layer1", {}, str(sources[0]), str(sources[0]) + "-shadows")
+    await snapshotter.view("v", "layer2")
+    read = snapshotter._read
+
+    async def removed_meanwhile(function, *args):
+        if function == snapshotter._check_and_build:
+            snapshotter._read = read
+            for key in ("v", "layer2", "layer1"):
+                await snapshotter.remove(key)
+            await snapshotter._reclaim.settle()  # their directories are gone
+        return await read(function, *args)
+
+    snapshotter._read = removed_meanwhile
+    with pytest.raises(NotFoundError, match="snapshot v: not found"):
+        await snapshotter.mounts("v")
+    assert [info.name async for info in snapshotter.walk()] == ["layer0"]

@@ -254,7 +254,12 @@ class OverlaySnapshotter:
             raise FailedPreconditionError(f"requested snapshot {key} not active or view: failed precondition")
         plan = self._cache.derived(row, self._plan)
         if plan.checked:  # stats adopted sources (CVMFS may block), builds the lower stack
-            await self._read(self._check_and_build, plan.parents)
+            try:
+                await self._read(self._check_and_build, plan.parents)
+            except FileNotFoundError:
+                if self._chain_intact([Link(row.id, key, row.source), *plan.parents]):
+                    raise
+                return await self.mounts(key)  # removed meanwhile: NotFound, or the key's new snapshot
         return list(plan.mounts)
 
     def _plan(self, row: Row) -> _Planned:
