@@ -64,8 +64,13 @@ class NamespaceRouter:
         self._fan_out_timeout = fan_out_timeout
         self._claims = claims or TargetClaims(hold=fan_out_timeout)
 
+    @staticmethod
+    def _named(key: str) -> str | None:
+        """The caller's namespace metadata, else the key's `<namespace>/` prefix; not yet validated."""
+        return current_namespace.get() or namespace_of_key(key)
+
     def _namespace(self, key: str) -> str:
-        namespace = current_namespace.get() or namespace_of_key(key)
+        namespace = self._named(key)
         if namespace is None:
             raise FailedPreconditionError(
                 f"namespace is required: no containerd-namespace metadata and key {key!r} has no <namespace>/ prefix"
@@ -74,7 +79,7 @@ class NamespaceRouter:
 
     async def _call(self, key: str, call: Callable[[SnapshotForwarder], Awaitable[T]]) -> T:
         # the hot path: a connected namespace was validated when it was dialled, and is found without a coroutine
-        namespace = current_namespace.get() or namespace_of_key(key)
+        namespace = self._named(key)
         client = self._remotes.connected(namespace) if namespace is not None else None
         if client is None:
             namespace = self._namespace(key)
