@@ -221,18 +221,23 @@ def test_a_root_from_before_shadows_gains_the_column(tmp_path):
         store.close()
 
 
-async def test_a_parent_removed_while_its_whiteout_trees_are_built_is_not_found(snapshotter, tmp_path):
-    """Prepare builds the parent chain's merged shadows on the read pool before its write; a remove
-    of that parent in between is the caller's NotFound, not an internal error."""
-    sources = []
-    for n in range(2):
+async def adopt_shadowed_layers(snapshotter, tmp_path, count: int) -> None:
+    """layer0 .. layer<count-1>, each over the one before, each with whiteout shadows: adjacent
+    shadows, so the chain's mounts need merged trees (built on the read pool)."""
+    parent = ""
+    for n in range(count):
         layer = tmp_path / "cvmfs" / f"layer{n}"
         (layer / "data").mkdir(parents=True)
         for tree in ("upper", "lower"):
             (tmp_path / "cvmfs" / f"layer{n}-shadows" / tree / "data").mkdir(parents=True)
-        sources.append(layer)
-    await snapshotter.adopt("layer0", "", {}, str(sources[0]), str(sources[0]) + "-shadows")
-    await snapshotter.adopt("layer1", "layer0", {}, str(sources[1]), str(sources[1]) + "-shadows")
+        await snapshotter.adopt(f"layer{n}", parent, {}, str(layer), f"{layer}-shadows")
+        parent = f"layer{n}"
+
+
+async def test_a_parent_removed_while_its_whiteout_trees_are_built_is_not_found(snapshotter, tmp_path):
+    """Prepare builds the parent chain's merged shadows on the read pool before its write; a remove
+    of that parent in between is the caller's NotFound, not an internal error."""
+    await adopt_shadowed_layers(snapshotter, tmp_path, 2)
     build = snapshotter._ready
 
     async def removed_meanwhile(chain):
@@ -262,16 +267,7 @@ async def test_a_view_removed_with_its_parent_while_mounts_builds_their_trees_is
     """Mounts looks at the chain's adopted sources and builds its trees on the read pool; a view
     removed meanwhile, and its parent after it (whose merged shadows Mounts then rebuilds in a
     directory that is gone), is the caller's NotFound, not an internal error."""
-    sources = []
-    for n in range(2):
-        layer = tmp_path / "cvmfs" / f"layer{n}"
-        (layer / "data").mkdir(parents=True)
-        for tree in ("upper", "lower"):
-            (tmp_path / "cvmfs" / f"layer{n}-shadows" / tree / "data").mkdir(parents=True)
-        sources.append(layer)
-    await snapshotter.adopt("layer0", "", {}, str(sources[0]), str(sources[0]) + "-shadows")
-    await snapshotter.adopt("layer1", "layer0", {}, str(sources[1]), str(sources[1]) + "-shadows")
-    await snapshotter.adopt("layer2", "layer1", {}, str(sources[0]), str(sources[0]) + "-shadows")
+    await adopt_shadowed_layers(snapshotter, tmp_path, 3)
     await snapshotter.view("v", "layer2")
     read = snapshotter._read
 
