@@ -36,6 +36,7 @@ from tests.support.cri import (
 )
 from tests.support.images import WHITEOUT_IMAGE_LISTING, BuiltImage, oci_archive, pause_image
 from tests.support.registry import Registry
+from tests.support.snapshot_dirs import owned_entries
 from tests.support.sockets import unix_socket_listening
 
 KUBELET_BINARIES = ("containerd", "ctr", "runc", "docker-registry", "skopeo", "tar", "cvmfs-snapshotter")
@@ -188,7 +189,8 @@ class CriNode:
         return asyncio.run(walk())
 
     def snapshot_dirs(self, namespace: str = CRI_NAMESPACE) -> set[str]:
-        return set(os.listdir(self.root(namespace) / "snapshots"))
+        """The snapshots' own directories: not the ones reserved for Prepares to come (`snapshot_dirs`)."""
+        return set(owned_entries(self.root(namespace) / "snapshots"))
 
 
 def layout_state(layout) -> list[tuple[str, int, int, int]]:
