@@ -50,9 +50,9 @@ class CrashingLayout(Layout):
         super().__init__(root)
         self.steps = steps
 
-    def build(self, with_work, owner_of=None):  # type: ignore[no-untyped-def]
+    def build(self, with_work, owner=None):  # type: ignore[no-untyped-def]
         self.steps()
-        staged = super().build(with_work, owner_of)
+        staged = super().build(with_work, owner)
         self.steps()
         return staged
 

@@ -27,9 +27,9 @@ class FailingLayout(Layout):
             self.fail.discard(step)
             raise OSError(28, f"injected failure in {step}")
 
-    def build(self, with_work, owner_of=None):  # type: ignore[no-untyped-def]
+    def build(self, with_work, owner=None):  # type: ignore[no-untyped-def]
         self._maybe_fail("build")
-        return super().build(with_work, owner_of)
+        return super().build(with_work, owner)
 
     def install(self, staged, snapshot_id):  # type: ignore[no-untyped-def]
         self._maybe_fail("install")

@@ -43,26 +43,29 @@ class WriteJobs:
         base = tx.parent_for_child(parent)
         tx.get_absent(key)
         chain = tx.chain(base.id) if base else []
-        owner_of = self.layout.fs_path(base.id) if base else None
-        reserved = self._reserved(kind, owner_of)
+        owner = self._owner(base)
+        reserved = self._reserved(kind, owner)
         if reserved is not None:
             snapshot_id = self._claim(reserved, lambda: tx.insert(kind, key, base, labels, snapshot_id=reserved))
         else:
-            staged = self.layout.build(kind == Kind.ACTIVE, owner_of)
+            staged = self.layout.build(kind == Kind.ACTIVE, owner)
             snapshot_id = self._install(
                 staged, lambda: tx.insert(kind, key, base, labels, snapshot_id=self._allocate()))
         mounts = mounts_for(self.layout, self._options, kind, snapshot_id, chain)
         return Written(mounts, lambda: self.layout.discard_id(snapshot_id), self._cached(tx, snapshot_id),
                        synced=reserved is not None)
 
-    def _reserved(self, kind: Kind, owner_of: str | None) -> int | None:
+    def _owner(self, base: Row | None) -> tuple[int, int] | None:
+        """The uid and gid of the parent's fs, which a child's fs takes (None: no parent)."""
+        if base is None:
+            return None
+        st = os.stat(self.layout.fs_path(base.id))
+        return st.st_uid, st.st_gid
+
+    def _reserved(self, kind: Kind, owner: tuple[int, int] | None) -> int | None:
         """An active snapshot's directory reserved ahead, if one is ready with its parent's owner."""
         if self._reservations is None or kind != Kind.ACTIVE:
             return None
-        owner = None
-        if owner_of is not None:
-            st = os.stat(owner_of)
-            owner = (st.st_uid, st.st_gid)
         return self._reservations.take(owner)
 
     def _claim(self, reserved: int, insert: Callable[[], int]) -> int:

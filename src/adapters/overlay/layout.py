@@ -98,8 +98,9 @@ class Layout:
     def wh_lower_path(self, snapshot_id: int) -> str:
         return os.path.join(self.snapshots_dir, str(snapshot_id), "wh-lower")
 
-    def build(self, with_work: bool, owner_of: str | None = None) -> str:
-        """A fresh `new-*` directory with fs (0755, owned like the parent's fs) and maybe work."""
+    def build(self, with_work: bool, owner: tuple[int, int] | None = None) -> str:
+        """A fresh `new-*` directory with fs (0755, owned by `owner`, the parent's fs's uid and gid)
+        and maybe work."""
         staged = tempfile.mkdtemp(prefix=NEW_PREFIX, dir=self.snapshots_dir)
         try:
             fs = os.path.join(staged, "fs")
@@ -108,9 +109,8 @@ class Layout:
             if with_work:
                 os.mkdir(os.path.join(staged, "work"))
                 os.chmod(os.path.join(staged, "work"), 0o711)
-            if owner_of is not None:
-                st = os.stat(owner_of)
-                os.lchown(fs, st.st_uid, st.st_gid)
+            if owner is not None:
+                os.lchown(fs, *owner)
         except BaseException:
             self.discard(staged)
             raise
