@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from snapmux.adapters.overlay.layout import NEW_PREFIX, RESERVED_MARK
+from snapmux.adapters.overlay.layout import NEW_PREFIX, is_reserved
 
 
 def owned_entries(snapshots: Path) -> list[str]:
     return sorted(entry for entry in os.listdir(snapshots)
-                  if not entry.startswith(NEW_PREFIX) and not (snapshots / entry / RESERVED_MARK).exists())
+                  if not entry.startswith(NEW_PREFIX) and not is_reserved(str(snapshots), entry))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from snapmux.adapters.overlay.layout import RESERVED_MARK, Layout
+from snapmux.adapters.overlay.layout import RESERVED_MARK, Layout, is_reserved
 from snapmux.adapters.overlay.mounts import MountOptions
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.overlay.sqlite_store import SqliteMetadataStore
@@ -52,8 +52,7 @@ async def reserved(snapshotter: OverlaySnapshotter, count: int) -> None:
 
 
 def marked(layout: Layout) -> set[str]:
-    return {name for name in layout.entries()
-            if os.path.lexists(os.path.join(layout.snapshots_dir, name, RESERVED_MARK))}
+    return {name for name in layout.entries() if is_reserved(layout.snapshots_dir, name)}
 
 
 async def test_a_prepare_that_takes_a_reservation_commits_without_a_directory_fsync(tmp_path):

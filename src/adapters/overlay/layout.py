@@ -43,6 +43,11 @@ RESERVED_MARK = "reserved"
 REMOVING_PREFIX = "rm-"
 
 
+def is_reserved(snapshots_dir: str, name: str) -> bool:
+    """Whether entry `name` of `snapshots/` is a directory built ahead of the Prepare that will own it."""
+    return os.path.lexists(os.path.join(snapshots_dir, name, RESERVED_MARK))
+
+
 class Layout:
     """Paths and filesystem steps under one root; methods are blocking (run them off the loop)."""
 
@@ -63,8 +68,7 @@ class Layout:
 
     def has_snapshot_dirs(self) -> bool:
         """Whether any snapshot was ever installed here (an entry not being built, reserved or deleted)."""
-        return any(not name.startswith((NEW_PREFIX, REMOVING_PREFIX))
-                   and not os.path.lexists(os.path.join(self.snapshots_dir, name, RESERVED_MARK))
+        return any(not name.startswith((NEW_PREFIX, REMOVING_PREFIX)) and not is_reserved(self.snapshots_dir, name)
                    for name in self.entries())
 
     def lock(self) -> int:
