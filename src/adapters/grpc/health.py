@@ -5,7 +5,10 @@ The status is NOT_SERVING until the daemon says it listens with everything it ne
 open, SERVING then, and NOT_SERVING for good once it stops. The messages and stubs
 are grpcio-health-checking's; the servicer is ours because the library's aio Watch
 never ends, so one watching client would hold every shutdown for the whole grace
-period: ours sends the final NOT_SERVING and ends the stream.
+period: ours sends the final NOT_SERVING and ends the stream, and `stopping` waits until
+every watch has sent its end, so the end is on the wire before the server's GOAWAY:
+a client that answers the GOAWAY's ping after the daemon has exited would otherwise
+lose the end it had not read yet (UNAVAILABLE, "Broken pipe") instead of a clean EOF.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
+# How long `stopping` waits for open watches to end: a watcher that reads its stream ends
+# within milliseconds; one that does not read is left to the server's shutdown grace.
+WATCH_END_SECONDS = 2.0
+
 
 class SnapshotsHealth(health_pb2_grpc.HealthServicer):
     """The overall status ("") and the snapshots service's, always the same; also the
@@ -33,6 +40,7 @@ class SnapshotsHealth(health_pb2_grpc.HealthServicer):
         self._reason = "not listening yet"
         self._final = False
         self._changed = asyncio.Condition()
+        self._watches: set[asyncio.Future[None]] = set()
 
     def add_to(self, server: grpc.aio.Server) -> None:
         """As a generic handler, unwrapped (`method_wrapping.add_wrapped`): a registered method
@@ -43,7 +51,11 @@ class SnapshotsHealth(health_pb2_grpc.HealthServicer):
         await self._set(SERVING, "")
 
     async def stopping(self) -> None:
+        """Final NOT_SERVING; returns once every open watch has sent it and its end (or after
+        WATCH_END_SECONDS), so the caller stops the server only then."""
         await self._set(NOT_SERVING, "shutting down", final=True)
+        if self._watches:
+            await asyncio.wait(self._watches, timeout=WATCH_END_SECONDS)
 
     async def check(self) -> None:
         if self._status[""] != SERVING:
@@ -68,6 +80,7 @@ class SnapshotsHealth(health_pb2_grpc.HealthServicer):
         def status() -> int:
             return self._status.get(request.service, SERVICE_UNKNOWN)
 
+        self._track(context)
         sent = None
         while True:
             async with self._changed:
@@ -76,6 +89,18 @@ class SnapshotsHealth(health_pb2_grpc.HealthServicer):
             await context.write(health_pb2.HealthCheckResponse(status=sent))
             if final:
                 return
+
+    def _track(self, context: grpc.aio.ServicerContext) -> None:
+        """Until grpc has sent the call's status (its done callback), the watch is open."""
+        ended = asyncio.get_running_loop().create_future()
+        self._watches.add(ended)
+
+        def done(_context: object) -> None:
+            self._watches.discard(ended)
+            if not ended.done():
+                ended.set_result(None)
+
+        context.add_done_callback(done)
 
 
 class HealthUnimplemented(Exception):
