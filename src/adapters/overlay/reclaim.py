@@ -72,8 +72,9 @@ class Reclaimer:
                     self._deleting.discard(aside)
 
     def set_aside_unowned(self, tx: Transaction) -> Written[list[str | None]]:
-        """A write job: on the writer thread, with reservations paused, so no directory is
-        half-built while we look; directories held in reserve are not unowned."""
+        """A write job that starts its batch (`tx` holds only committed rows): on the writer
+        thread, with reservations paused, so no directory is half-built while we look;
+        directories held in reserve are not unowned."""
         paused = self._reservations.paused() if self._reservations is not None else contextlib.nullcontext(set())
         with paused as reserved:
             ids = tx.ids()
