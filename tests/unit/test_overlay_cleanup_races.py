@@ -1,10 +1,12 @@
-"""Cleanup batched with other writes: it disowns only what no committed row owns.
+"""Cleanup beside concurrent Removes: it disowns only what no committed row owns, and leaves
+what a Remove is deleting to that Remove.
 
 The writer groups queued writes into one transaction. A Cleanup queued right behind a Remove
 must not see that Remove's uncommitted delete: the directory would go while the committed
 store (and the event loop's cache, which learns of the Remove only once its batch commits)
-still lists the snapshot. Each test holds the writer thread so that both are queued before it
-takes its next batch, the order test_overlay_crash's concurrent workloads hit about once in 36 runs.
+still lists the snapshot. The batching tests hold the writer thread so that both are queued
+before it takes its next batch, the order test_overlay_crash's concurrent workloads hit about
+once in 36 runs.
 """
 
 from __future__ import annotations
@@ -29,9 +31,22 @@ from tests.unit.test_overlay_failures import FailingCommitStore
 DEADLINE_S = 10.0
 
 
+class ScanningLayout(Layout):
+    """Calls `after_rename()` once, right after the next directory is renamed aside."""
+
+    after_rename = None
+
+    def set_aside(self, path, aside=None):  # type: ignore[no-untyped-def]
+        done = super().set_aside(path, aside)
+        hook, self.after_rename = self.after_rename, None
+        if hook is not None:
+            hook()
+        return done
+
+
 @pytest.fixture
 async def snapshotter(tmp_path):
-    layout = Layout(str(tmp_path / "root"))
+    layout = ScanningLayout(str(tmp_path / "root"))
     layout.create_root()
     snapshotter = OverlaySnapshotter(layout, FailingCommitStore(layout.metadata_path), MountOptions.detect())
     yield snapshotter
@@ -120,3 +135,22 @@ async def test_a_remove_whose_batch_fails_keeps_its_directory_from_a_cleanup_que
     assert os.path.isdir(os.path.join(path, "fs")) and os.path.isdir(os.path.join(path, "work"))
     assert cleaned is None  # in a batch of its own, which commits
     await snapshotter.commit("c", "a")
+
+
+async def test_a_cleanup_scanning_as_a_remove_sets_its_directory_aside_leaves_it_to_the_remove(snapshotter):
+    """The Remove's background deletion renames the directory to `rm-*` on the read pool; a Cleanup
+    scanning right then must not take it for a leftover and delete it as well (two rmtrees of one
+    tree, each logging "failed to delete" what the other deleted first)."""
+    await snapshotter.prepare("a")
+    found: list[str | None] = []
+
+    def scan() -> None:  # on the read pool, as the Remove's deletion's rename returns
+        with snapshotter._store.transaction() as tx:
+            found.extend(snapshotter._reclaim.set_aside_unowned(tx).value)
+
+    snapshotter.layout.after_rename = scan
+    await snapshotter.remove("a")
+    await snapshotter._reclaim.settle()
+    assert snapshotter.layout.after_rename is None  # the scan ran
+    assert [aside for aside in found if aside is not None] == []
+    assert os.listdir(snapshotter.layout.snapshots_dir) == []
