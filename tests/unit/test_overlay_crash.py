@@ -66,9 +66,9 @@ class CrashingLayout(Layout):
         super().install(staged, snapshot_id)
         self.steps()
 
-    def set_aside(self, path):  # type: ignore[no-untyped-def]
+    def set_aside(self, path, aside=None):  # type: ignore[no-untyped-def]
         self.steps()
-        aside = super().set_aside(path)
+        aside = super().set_aside(path, aside)
         self.steps()
         return aside
 

@@ -35,9 +35,9 @@ class FailingLayout(Layout):
         self._maybe_fail("install")
         super().install(staged, snapshot_id)
 
-    def set_aside(self, path):  # type: ignore[no-untyped-def]
+    def set_aside(self, path, aside=None):  # type: ignore[no-untyped-def]
         self._maybe_fail("set_aside")
-        return super().set_aside(path)
+        return super().set_aside(path, aside)
 
 
 class FailingCommitStore(SqliteMetadataStore):

@@ -149,12 +149,19 @@ class Layout:
             self.discard(target)
         os.rename(staged, target)  # made durable by sync_dir() before the metadata commits
 
-    def set_aside(self, path: str) -> str | None:
-        """Atomically disown a directory by renaming it to `rm-*`; None if it is already gone."""
+    def aside_path(self, path: str) -> str:
+        """The `rm-*` name `path` is renamed to for deletion (`path` itself if it is one already)."""
         name = os.path.basename(path)
         if name.startswith(REMOVING_PREFIX):
+            return path
+        return os.path.join(self.snapshots_dir, f"{REMOVING_PREFIX}{name}-{uuid.uuid4().hex[:12]}")
+
+    def set_aside(self, path: str, aside: str | None = None) -> str | None:
+        """Atomically disown a directory by renaming it to `aside` (default `aside_path(path)`);
+        None if it is already gone."""
+        aside = aside or self.aside_path(path)
+        if aside == path:
             return path if os.path.lexists(path) else None
-        aside = os.path.join(self.snapshots_dir, f"{REMOVING_PREFIX}{name}-{uuid.uuid4().hex[:12]}")
         try:
             os.rename(path, aside)
         except FileNotFoundError:

@@ -52,15 +52,19 @@ class Reclaimer:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _set_aside(self, path: str) -> str | None:
-        """After the metadata is committed a failure here is not the caller's: Cleanup reclaims it later."""
+        """The `rm-*` name is in `_deleting` before it exists, so a Cleanup scanning meanwhile (on
+        the writer thread) never takes a directory a Remove is deleting for a leftover. After the
+        metadata is committed a failure here is not the caller's: Cleanup reclaims it later."""
+        aside = self._layout.aside_path(path)
+        self._deleting.add(aside)
         try:
-            aside = self._layout.set_aside(path)
+            done = self._layout.set_aside(path, aside)
         except OSError as error:
             log.warning("cannot set %s aside for deletion (Cleanup will retry): %s", path, error)
-            return None
-        if aside is not None:
-            self._deleting.add(aside)
-        return aside
+            done = None
+        if done is None:
+            self._deleting.discard(aside)
+        return done
 
     async def delete(self, asides: Sequence[str | None]) -> None:
         """rmtree on the read pool, so a big directory never holds up writes."""
@@ -72,8 +76,9 @@ class Reclaimer:
                     self._deleting.discard(aside)
 
     def set_aside_unowned(self, tx: Transaction) -> Written[list[str | None]]:
-        """A write job: on the writer thread, with reservations paused, so no directory is
-        half-built while we look; directories held in reserve are not unowned."""
+        """A write job that starts its batch (`tx` holds only committed rows): on the writer
+        thread, with reservations paused, so no directory is half-built while we look;
+        directories held in reserve are not unowned."""
         paused = self._reservations.paused() if self._reservations is not None else contextlib.nullcontext(set())
         with paused as reserved:
             ids = tx.ids()

@@ -119,12 +119,13 @@ class OverlaySnapshotter:
             os.close(self._lock)
             self._lock = None
 
-    async def _write(self, function: Callable[..., Written[T]], *args: object) -> T:
-        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction. A full disk
-        (a directory not made, a COMMIT refused) leaves nothing behind and says so to the caller."""
+    async def _write(self, function: Callable[..., Written[T]], *args: object, starts_batch: bool = False) -> T:
+        """Runs `function(tx, *args)` on the writer thread, in a batch's transaction (first in it:
+        `starts_batch`). A full disk (a directory not made, a COMMIT refused) leaves nothing behind
+        and says so to the caller."""
         self._quiet_from_now()
         try:
-            return await self._writer.submit(lambda tx: function(tx, *args))
+            return await self._writer.submit(lambda tx: function(tx, *args), starts_batch)
         except (OSError, sqlite3.Error) as error:
             full = out_of_space(error, self.layout.root)
             if full is None:
@@ -276,6 +277,7 @@ class OverlaySnapshotter:
     # -- cleanup --------------------------------------------------------------------------------
 
     async def cleanup(self) -> None:
-        """Deletes every directory under `snapshots/` that no snapshot owns (never following symlinks)."""
+        """Deletes every directory under `snapshots/` that no snapshot owns (never following symlinks).
+        Its scan starts a batch: it sees only committed rows, never a Remove whose COMMIT is to come."""
         await self._reclaim.settle()
-        await self._reclaim.delete(await self._write(self._reclaim.set_aside_unowned))
+        await self._reclaim.delete(await self._write(self._reclaim.set_aside_unowned, starts_batch=True))

@@ -7,6 +7,11 @@ single COMMIT (none is needed for a directory reserved and synced ahead,
 `reserve.py`); if that COMMIT fails, every job's `undo` takes its directory
 away and every caller gets the error. Under load this turns N fsync pairs into one,
 which is what keeps concurrent writers close to containerd's own latency.
+
+A job that judges the filesystem by what the store owns (Cleanup's scan) starts a batch
+(`submit(..., starts_batch=True)`): a job ahead of it in the same batch may delete a row
+whose COMMIT is still to come, and whose directory the store (and the loop's cache, which
+learns of it only then) still lists.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class _Pending:
     job: Job
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    starts_batch: bool = False
     outcome: Written[Any] | None = None
     error: BaseException | None = None
 
@@ -76,12 +82,16 @@ class BatchingWriter:
         self._store = store
         self._before_commit = before_commit
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._held: _Pending | None = None
+        """A job taken from the queue that starts the next batch (writer thread only)."""
         self._thread = threading.Thread(target=self._serve, name="snapshots-write", daemon=True)
         self._thread.start()
 
-    async def submit(self, job: Job) -> Any:
+    async def submit(self, job: Job, starts_batch: bool = False) -> Any:
+        """`starts_batch`: `job` runs first in its batch, so its transaction holds nothing uncommitted,
+        and the cache changes of every batch before it are posted to their loops before it runs."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(job, loop, loop.create_future())
+        pending = _Pending(job, loop, loop.create_future(), starts_batch)
         self._queue.put(pending)
         return await pending.future
 
@@ -91,24 +101,32 @@ class BatchingWriter:
         self._thread.join()
 
     def _serve(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
+        while (batch := self._next_batch()) is not None:
             try:
                 self._apply(batch)
             except Exception:  # noqa: BLE001 - the thread must outlive any one batch, or every later write hangs
                 log.exception("write batch of %d could not be completed", len(batch))
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """What is queued, up to MAX_BATCH, and up to the next job that starts a batch; None once closed."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            if item.starts_batch:
+                self._held = item
+                break
+            batch.append(item)
+        return batch
 
     def _apply(self, batch: list[_Pending]) -> None:
         try:
