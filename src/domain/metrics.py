@@ -45,6 +45,7 @@ REQUEST_ERRORS = CounterSpec(
 )
 REQUEST_DURATION_NAME = "snapmux_request_duration_seconds"
 REQUEST_DURATION_HELP = "Latency of calls, by service and method."
+REQUEST_DURATION_LABELS = ("service", "method")
 REQUEST_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Snapshotter.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from itertools import accumulate
 from collections.abc import Iterator
 
 from prometheus_client import metrics as prometheus_metrics
@@ -27,7 +28,6 @@ from prometheus_client.utils import floatToGoString
 
 from snapmux.domain import metrics as m
 
-CALL_LABELS = ("service", "method")
 INF = float("inf")
 
 
@@ -102,14 +102,11 @@ class CallsCollector:
         return family
 
     def _histogram(self, durations: list[tuple[tuple[str, str], _Duration]], created: bool) -> Metric:
-        family = HistogramMetricFamily(m.REQUEST_DURATION_NAME, m.REQUEST_DURATION_HELP, labels=CALL_LABELS)
+        names = m.REQUEST_DURATION_LABELS
+        family = HistogramMetricFamily(m.REQUEST_DURATION_NAME, m.REQUEST_DURATION_HELP, labels=names)
         for labels, record in durations:
-            counts, total = list(record.buckets), 0.0
-            cumulative = []
-            for le, count in zip(self._les, counts):
-                total += count
-                cumulative.append((le, total))
+            cumulative = list(zip(self._les, map(float, accumulate(list(record.buckets)))))
             family.add_metric(labels, cumulative, record.sum)
             if created:
-                family.add_sample(f"{m.REQUEST_DURATION_NAME}_created", dict(zip(CALL_LABELS, labels)), record.created)
+                family.add_sample(f"{m.REQUEST_DURATION_NAME}_created", dict(zip(names, labels)), record.created)
         return family
