@@ -1,11 +1,9 @@
 """What the TargetClaims tests share: reading the claims, the List containerd sends after
-AlreadyExists, letting the loop run until every task blocks, and waiting for calls that cross sockets."""
+AlreadyExists, and letting the loop run until every task blocks."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 from snapmux.application.target_claims import TargetClaims
 from snapmux.domain.labels import REF_LABEL
@@ -31,11 +29,3 @@ def users(claims: TargetClaims, target: str) -> int:
     """How many calls hold or wait for `target`'s claim (0: unclaimed)."""
     claim = claims._claims.get(target)
     return claim.users if claim is not None else 0
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Polls `condition` until it holds (calls crossing real sockets have no other signal), else fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
-        await asyncio.sleep(0.01)

@@ -17,7 +17,8 @@ from snapmux.domain.model import Info, Kind
 from snapmux.domain.namespaces import current_namespace
 from tests.fakes.snapshots import InMemorySnapshotService, _Snapshot
 from tests.fakes.timers import FakeTimers
-from tests.support.claims import claimed, until, users, walk_filter
+from tests.support.claims import claimed, users, walk_filter
+from tests.support.polling import until
 from tests.support.relay_stack import relayed_router
 
 

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2
 
 from snapmux.adapters.grpc import health as health_module
 from snapmux.adapters.grpc.health import NOT_SERVING, SERVING, SnapshotsHealth
+from tests.support.polling import until
 
 
 class WatchContext:
@@ -44,16 +45,11 @@ async def watched(health: SnapshotsHealth, context: WatchContext) -> None:
         context.finish()
 
 
-async def first_reply(context: WatchContext) -> None:
-    while not context.sent:
-        await asyncio.sleep(0)
-
-
 async def test_stopping_returns_after_every_watch_has_sent_its_end():
     health, contexts = SnapshotsHealth(), [WatchContext(), WatchContext()]
     await health.serving()
     tasks = [asyncio.create_task(watched(health, context)) for context in contexts]
-    await asyncio.gather(*(first_reply(context) for context in contexts))
+    await until(lambda: all(context.sent for context in contexts), "each watch's first reply")
     await health.stopping()
     assert [(c.sent, c.finished) for c in contexts] == [([SERVING, NOT_SERVING], True)] * 2
     await asyncio.gather(*tasks)
@@ -64,7 +60,7 @@ async def test_a_watch_that_cannot_send_its_end_holds_stopping_only_for_a_bounde
     health, context = SnapshotsHealth(), WatchContext(stuck=True)
     await health.serving()
     task = asyncio.create_task(watched(health, context))
-    await first_reply(context)
+    await until(lambda: bool(context.sent), "the watch's first reply")
     await health.stopping()
     assert (context.sent, context.finished) == ([SERVING], False)
     task.cancel()

@@ -25,6 +25,7 @@ from snapmux.adapters.overlay.mounts import MountOptions
 from snapmux.adapters.overlay.snapshotter import OverlaySnapshotter
 from snapmux.adapters.overlay.writer import Written
 from snapmux.domain.errors import NotFoundError
+from tests.support.polling import until
 from tests.unit.test_overlay_adopt import adopt_shadowed_layers
 from tests.unit.test_overlay_failures import FailingCommitStore
 
@@ -51,14 +52,6 @@ async def snapshotter(tmp_path):
     snapshotter = OverlaySnapshotter(layout, FailingCommitStore(layout.metadata_path), MountOptions.detect())
     yield snapshotter
     await snapshotter.close()
-
-
-async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Polls `condition()` between loop iterations, with a deadline."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
 
 
 @contextlib.asynccontextmanager
