@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
 import sys
 import tempfile
@@ -45,10 +44,8 @@ def proxies(stack: ExitStack, work: Path, before: str | None, go_ref: bool) -> d
     argvs: dict[str, tuple[list[str], dict[str, str] | None]] = {
         "cvmfs": (cvmfs_argv(work / "cvmfs-root", work / "cvmfs.sock"), None)}
     if before:
-        old = stack.enter_context(harness.checkout(before))
-        argv = [*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"),
-                *cvmfs_argv(work / "before-root", work / "before.sock")[1:]]
-        argvs["before"] = (argv, {**os.environ, "PYTHONPATH": str(old)})
+        argvs["before"] = harness.at_revision(stack, before, harness.CVMFS_MAIN,
+                                              cvmfs_argv(work / "before-root", work / "before.sock")[1:])
     if go_ref:
         binary = harness.build()
         argvs["go-ref"] = ([str(binary / "refsnapshotter"), "-root", str(work / "go-ref-root"),

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc  # noqa: E402
 
-from bench.harness import STEPS, Cells, Target, build, checkout, measure, python_main, ratio, table  # noqa: E402
+from bench.harness import DEMUX_MAIN, STEPS, Cells, Target, at_revision, build, measure, ratio, table  # noqa: E402
 from snapmux.adapters.grpc.client import GrpcSnapshotService  # noqa: E402
 from snapmux.adapters.grpc.server import start_unix_snapshots_server  # noqa: E402
 from snapmux.adapters.vsock.dialer import VsockDialer  # noqa: E402
@@ -139,11 +139,10 @@ def start_paths(stack: ExitStack, work: Path, before: str | None) -> list[Target
     targets = [Target("plain", vm_sock, pids=(vm.pid,)), Target("direct", paths["direct"], pids=(direct.pid,)),
                Target("relay", paths["relay"], pids=(relay.pid,)), Target("demux", paths["demux"], pids=(demux.pid,))]
     if before:
-        old = stack.enter_context(checkout(before))
         (work / "before").mkdir()
         config = demux_config(work / "before", paths["before"], resolver.url)
-        old_demux = spawn(stack, [*python_main("snapmux.entrypoints.demux_snapshotter.main"), "--config", str(config),
-                                  "--log-level", "warning"], paths["before"], work / "before.log", {"PYTHONPATH": str(old)})
+        argv, env = at_revision(stack, before, DEMUX_MAIN, ["--config", str(config), "--log-level", "warning"])
+        old_demux = spawn(stack, argv, paths["before"], work / "before.log", env)
         targets.append(Target("before", paths["before"], pids=(old_demux.pid,)))
     return targets
 

@@ -127,6 +127,19 @@ def python_main(module: str) -> list[str]:
     return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
 
 
+CVMFS_MAIN = "snapmux.entrypoints.cvmfs_snapshotter.main"
+DEMUX_MAIN = "snapmux.entrypoints.demux_snapshotter.main"
+
+
+def at_revision(
+    stack: contextlib.ExitStack, rev: str, module: str, args: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment running `module`'s main() with `args` as of `rev` (its src/ checked out
+    for the stack's life): the `before` beside this checkout's daemon in one run."""
+    old = stack.enter_context(checkout(rev))
+    return [*python_main(module), *args], {**os.environ, "PYTHONPATH": str(old)}
+
+
 def cvmfs_argv(root: Path, sock: Path) -> list[str]:
     """The cvmfs-snapshotter every bench measures: its own root and socket, warnings only."""
     return ["cvmfs-snapshotter", "--root", str(root), "--address", str(sock), "--log-level", "warning"]

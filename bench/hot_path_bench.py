@@ -25,7 +25,6 @@ import argparse
 import datetime
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -69,10 +68,8 @@ def start_targets(stack: ExitStack, work: Path, binary: Path, before: str | None
         pid = daemon(stack, cvmfs_argv(work / "cvmfs-root", s["cvmfs"]), s["cvmfs"], work / "cvmfs.log")
         targets.append(Target("cvmfs", str(s["cvmfs"]), pids=(pid,)))
     if before and wanted("before"):
-        old = stack.enter_context(harness.checkout(before))
-        argv = [*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"),
-                *cvmfs_argv(work / "before-root", s["before"])[1:]]
-        env = {**os.environ, "PYTHONPATH": str(old)}
+        argv, env = harness.at_revision(stack, before, harness.CVMFS_MAIN,
+                                        cvmfs_argv(work / "before-root", s["before"])[1:])
         pid = daemon(stack, argv, s["before"], work / "before.log", env)
         targets.append(Target("before", str(s["before"]), pids=(pid,)))
     if wanted("go-ref"):

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import glob
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,12 +43,10 @@ def argvs(work: Path, before: str | None, stack: ExitStack) -> dict[str, tuple[l
     targets = {
         "floor-uv": ([sys.executable, str(REPO / "bench" / "grpc_floor.py"), "--listen", str(work / "floor-uv.sock"),
                       "--uvloop"], None),
-        "cvmfs": ([*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"), *cvmfs("cvmfs")], None),
+        "cvmfs": ([*harness.python_main(harness.CVMFS_MAIN), *cvmfs("cvmfs")], None),
     }
     if before:
-        old = stack.enter_context(harness.checkout(before))
-        targets["before"] = ([*harness.python_main("snapmux.entrypoints.cvmfs_snapshotter.main"), *cvmfs("before")],
-                             {**os.environ, "PYTHONPATH": str(old)})
+        targets["before"] = harness.at_revision(stack, before, harness.CVMFS_MAIN, cvmfs("before"))
     return targets
 
 

@@ -62,12 +62,10 @@ def targets(stack: ExitStack, work: Path, resolver: str, before: str | None) -> 
     found: Targets = {
         "relay": ([sys.executable, str(REPO / "bench" / "grpc_relay.py"), "--listen", str(work / "relay.sock"),
                    "--vsock", str(work / "v.sock"), "--port", str(PORT), "--uvloop"], None),
-        "demux": ([*harness.python_main("snapmux.entrypoints.demux_snapshotter.main"), *demux("demux")], None),
+        "demux": ([*harness.python_main(harness.DEMUX_MAIN), *demux("demux")], None),
     }
     if before:
-        old = stack.enter_context(harness.checkout(before))
-        found["before"] = ([*harness.python_main("snapmux.entrypoints.demux_snapshotter.main"), *demux("before")],
-                           {**os.environ, "PYTHONPATH": str(old)})
+        found["before"] = harness.at_revision(stack, before, harness.DEMUX_MAIN, demux("before"))
     return found
 
 
