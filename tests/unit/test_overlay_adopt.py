@@ -238,16 +238,16 @@ async def test_a_parent_removed_while_its_whiteout_trees_are_built_is_not_found(
     """Prepare builds the parent chain's merged shadows on the read pool before its write; a remove
     of that parent in between is the caller's NotFound, not an internal error."""
     await adopt_shadowed_layers(snapshotter, tmp_path, 2)
-    build = snapshotter._ready
+    build = snapshotter._built
 
-    async def removed_meanwhile(chain):
+    async def removed_meanwhile(chain, *watched):
         await snapshotter.remove("layer1")
-        await build(chain)
+        return await build(chain, *watched)
 
-    snapshotter._ready = removed_meanwhile
+    snapshotter._built = removed_meanwhile
     with pytest.raises(NotFoundError):
         await snapshotter.prepare("rw", "layer1")
-    snapshotter._ready = build
+    snapshotter._built = build
     assert [info.name async for info in snapshotter.walk()] == ["layer0"]
 
 

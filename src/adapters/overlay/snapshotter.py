@@ -152,24 +152,26 @@ class OverlaySnapshotter:
             chain = self._cache.chain(self._cache.get(parent))
         except NotFoundError:
             return  # the write reports it, in containerd's words
+        if self._checked(chain):
+            await self._built(chain)  # if the chain lost a snapshot meanwhile, the write says NotFound
+
+    async def _built(self, chain: Sequence[Link], *watched: Link) -> bool:
+        """Adopted sources are there, and what the mount's lower stack names is built (merged
+        shadows, the catalog hider, short links), on the read pool. False when a snapshot of the
+        chain (or of `watched`) was removed meanwhile, its trees with it: not ours to report."""
         try:
-            await self._ready(chain)
+            await self._read(self._check_and_build, chain)
         except FileNotFoundError:
-            if self._chain_intact(chain):
+            if self._chain_intact([*watched, *chain]):
                 raise
-            # a snapshot of the chain was removed while its trees were built: the write says NotFound
+            return False
+        return True
 
     def _chain_intact(self, chain: Sequence[Link]) -> bool:
         try:
             return all(self._cache.get(link.name).id == link.id for link in chain)
         except NotFoundError:
             return False
-
-    async def _ready(self, chain: Sequence[Link]) -> None:
-        """Adopted sources are there, and what the mount's lower stack names is built (merged
-        shadows, the catalog hider, short links), on the read pool."""
-        if self._checked(chain):
-            await self._read(self._check_and_build, chain)
 
     def _checked(self, chain: Sequence[Link]) -> bool:
         return any(link.source for link in chain) or self.layout.lowers.uses_short(stack(chain))
@@ -254,13 +256,9 @@ class OverlaySnapshotter:
         if row.info.kind == Kind.COMMITTED:
             raise FailedPreconditionError(f"requested snapshot {key} not active or view: failed precondition")
         plan = self._cache.derived(row, self._plan)
-        if plan.checked:  # stats adopted sources (CVMFS may block), builds the lower stack
-            try:
-                await self._read(self._check_and_build, plan.parents)
-            except FileNotFoundError:
-                if self._chain_intact([Link(row.id, key, row.source), *plan.parents]):
-                    raise
-                return await self.mounts(key)  # removed meanwhile: NotFound, or the key's new snapshot
+        # stats adopted sources (CVMFS may block), builds the lower stack
+        if plan.checked and not await self._built(plan.parents, Link(row.id, key, row.source)):
+            return await self.mounts(key)  # removed meanwhile: NotFound, or the key's new snapshot
         return list(plan.mounts)
 
     def _plan(self, row: Row) -> _Planned:
